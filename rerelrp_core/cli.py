@@ -1,0 +1,140 @@
+"""Command line: ``python -m rerelrp_core train ...`` (or the ``rerelrp`` console script).
+
+Bad input ends with one sentence on stderr and exit code 2, never a traceback.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .data import DATASETS, SplitConfig, load_dataset
+from .errors import UserError
+from .learner import LEARNERS, TrainConfig
+from .models import ARCHITECTURES
+from .runs import load_run, save_run
+from .sequence import train_sequence
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="rerelrp", description="ReReLRP continual learning engine.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a task sequence and write OUT/metrics.json")
+    train.add_argument("--dataset", default="fashion-mnist",
+                       help=f"{', '.join(DATASETS)} or folder:PATH (one sub-folder per class)")
+    train.add_argument("--download", action="store_true", help="let torchvision download Fashion-MNIST if missing")
+    train.add_argument("--tasks", type=int, default=5, help="number of tasks")
+    train.add_argument("--classes-per-task", type=int, nargs="+", help="classes in each task (default: even split)")
+    train.add_argument("--class-order", type=int, nargs="+", help="class ids in task order (default 0, 1, ...)")
+    train.add_argument("--method", default="rerelrp", choices=sorted(LEARNERS))
+    train.add_argument("--model", default="cnn", choices=sorted(ARCHITECTURES))
+    defaults = TrainConfig()
+    train.add_argument("--epochs", type=int, default=defaults.epochs)
+    train.add_argument("--lr", type=float, default=defaults.lr)
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--acc-drop", type=float, default=defaults.acc_drop, help="accuracy points pruning may cost")
+    train.add_argument("--ref-per-class", type=int, default=defaults.ref_per_class)
+    train.add_argument("--loss-scope", default=defaults.loss_scope, choices=["task", "seen"])
+    train.add_argument("--max-keep-fraction", type=float, help="cap on the share of units one task may keep")
+    train.add_argument("--reinit-free", action="store_true", help="re-initialise free units before each task")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--out", required=True, help="run folder to write")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    show = commands.add_parser("show", help="print the metrics table of a saved run")
+    show.add_argument("run", help="run folder")
+    return parser
+
+
+def config_from_args(args):
+    return TrainConfig(method=args.method, arch=args.model, epochs=args.epochs, lr=args.lr,
+                       batch_size=args.batch_size, acc_drop=args.acc_drop, ref_per_class=args.ref_per_class,
+                       loss_scope=args.loss_scope, max_keep_fraction=args.max_keep_fraction,
+                       reinit_free=args.reinit_free, seed=args.seed, device=args.device)
+
+
+class ProgressBars:
+    """tqdm bars: one for the task sequence, one for the epochs of the current task."""
+
+    def __init__(self, n_tasks, enabled=True):
+        self.enabled = enabled
+        self.tasks = tqdm(total=n_tasks, desc="tasks", position=0, disable=not enabled)
+        self.epochs = None
+
+    def __call__(self, stage, done, total, info):
+        if stage == "train":
+            if self.epochs is None or done == 1:
+                self._close_epochs()
+                self.epochs = tqdm(total=total, desc=f"task {info['task']} epochs", position=1, leave=False,
+                                   disable=not self.enabled)
+            self.epochs.update(1)
+            self.epochs.set_postfix(loss=f"{info['loss']:.3f}", val=f"{info['val_acc']:.1f}")
+        elif stage == "evaluate":
+            self._close_epochs()
+            self.tasks.update(1)
+        elif stage == "prune":
+            self.tasks.set_postfix(kept=info["kept"], passes=info["passes"])
+
+    def _close_epochs(self):
+        if self.epochs is not None:
+            self.epochs.close()
+            self.epochs = None
+
+    def close(self):
+        self._close_epochs()
+        self.tasks.close()
+
+
+def format_table(metrics):
+    """A per-task table: TAw and TAg accuracy of every task after each step, and the averages."""
+    taw, tag = metrics["acc_taw"], metrics["acc_tag"]
+    n = len(taw)
+    lines = ["after | " + " | ".join(f"T{k} TAw/TAg" for k in range(n)) + " | avg TAw | avg TAg"]
+    for t in range(n):
+        cells = [f"{taw[t][k]:5.1f}/{tag[t][k]:5.1f}" if k <= t else "     -     " for k in range(n)]
+        lines.append(f"T{t:<4} | " + " | ".join(f"{c:>11}" for c in cells)
+                     + f" | {metrics['avg_acc_taw'][t]:7.2f} | {metrics['avg_acc_tag'][t]:7.2f}")
+    lines.append(f"forgetting TAw {metrics['forgetting_taw']:.2f}  TAg {metrics['forgetting_tag']:.2f}   "
+                 f"BWT TAw {metrics['bwt_taw']:.2f}  TAg {metrics['bwt_tag']:.2f}")
+    timing = metrics["timing_s"]
+    lines.append(f"time (s): train {timing['train']:.1f}  consolidate {timing['consolidate']:.1f}  "
+                 f"evaluate {timing['evaluate']:.1f}")
+    return "\n".join(lines)
+
+
+def command_train(args):
+    split = SplitConfig(n_tasks=args.tasks, classes_per_task=args.classes_per_task, class_order=args.class_order,
+                        seed=args.seed)
+    config = config_from_args(args)
+    kwargs = {"download": True} if args.download else {}
+    dataset = load_dataset(args.dataset, **kwargs)
+    out = Path(args.out)
+    bars = ProgressBars(args.tasks, enabled=not args.quiet)
+    try:
+        run = train_sequence(dataset, split, config, progress=bars, on_task_end=lambda r: save_run(r, out))
+    finally:
+        bars.close()
+    print(format_table(run.metrics))
+    print(f"run written to {out} (metrics: {out / 'metrics.json'})")
+
+
+def command_show(args):
+    run = load_run(args.run)
+    if not run.tasks_done:
+        raise UserError(f"{args.run} has no finished task yet.")
+    print(format_table(run.metrics))
+    print(json.dumps({k: run.metrics[k] for k in ("stored_bytes_per_task", "capacity") if k in run.metrics}))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        {"train": command_train, "show": command_show}[args.command](args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last finished task's checkpoint is in the run folder.", file=sys.stderr)
+        return 130
+    return 0

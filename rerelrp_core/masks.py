@@ -1,0 +1,82 @@
+"""Which task owns which unit, the subnetwork masks, and freezing that really freezes.
+
+A task's *keep mask* says, per unit layer, which units its subnetwork uses (True) and which it pruned
+(its subnetwork sees them output 0). Every unit kept by some task is *frozen*: its parameters never
+change again. :class:`Freezer` enforces that bit for bit by writing the frozen values back after
+every optimiser step, so momentum and weight decay cannot move them either.
+"""
+import torch
+
+
+class UnitOwnership:
+    """The keep masks of all consolidated tasks, one list of bool tensors (one per layer) per task."""
+
+    def __init__(self, layer_sizes, task_masks=None):
+        self.layer_sizes = list(layer_sizes)
+        self.task_masks = [list(m) for m in task_masks or []]
+
+    @property
+    def n_tasks(self):
+        return len(self.task_masks)
+
+    def add_task(self, keep):
+        if [len(k) for k in keep] != self.layer_sizes:
+            raise ValueError(f"keep mask sizes {[len(k) for k in keep]} != layer sizes {self.layer_sizes}")
+        self.task_masks.append([k.bool().cpu() for k in keep])
+
+    def frozen(self):
+        """Per layer, the units kept by any task so far."""
+        frozen = [torch.zeros(n, dtype=torch.bool) for n in self.layer_sizes]
+        for keep in self.task_masks:
+            frozen = [f | k for f, k in zip(frozen, keep)]
+        return frozen
+
+    def owner(self):
+        """Per layer, the first task that kept each unit (the one that froze it), -1 for free units."""
+        owner = [torch.full((n,), -1, dtype=torch.int64) for n in self.layer_sizes]
+        for t, keep in enumerate(self.task_masks):
+            for o, k in zip(owner, keep):
+                o[k & (o < 0)] = t
+        return owner
+
+    def free_fraction(self):
+        """Per layer, the fraction of units no task has frozen yet."""
+        return [float((~f).float().mean()) for f in self.frozen()]
+
+    def task_mask(self, task, device=None):
+        """Task ``task``'s subnetwork as float masks (one per layer) for ContinualNet.set_masks."""
+        return [k.float().to(device) for k in self.task_masks[task]]
+
+    def stacked_masks(self, tasks, rows_per_task, device=None):
+        """Per-row masks for one batched pass through several subnetworks: the first
+        ``rows_per_task`` rows use ``tasks[0]``'s subnetwork, the next ones ``tasks[1]``'s, ..."""
+        return [torch.stack([self.task_masks[t][i] for t in tasks]).float().to(device)
+                .repeat_interleave(rows_per_task, dim=0) for i in range(len(self.layer_sizes))]
+
+
+class Freezer:
+    """Holds parameters of frozen units and frozen head rows fixed across optimiser steps.
+
+    Call :meth:`restore` after every ``optimizer.step()``: the frozen entries get back exactly the
+    values they had when the Freezer was made, whatever the gradient, momentum or weight decay did.
+    """
+
+    def __init__(self, model, frozen_units, frozen_head_rows):
+        self.entries = []
+        for layer, frozen in zip(model.unit_layers, frozen_units):
+            if frozen.any():
+                for param in layer.unit_parameters():
+                    self._add(param, frozen)
+        if frozen_head_rows.any():
+            for param in (model.head.weight, model.head.bias):
+                self._add(param, frozen_head_rows)
+
+    def _add(self, param, rows):
+        rows = rows.to(param.device)
+        self.entries.append((param, rows, param.detach()[rows].clone()))
+
+    @torch.no_grad()
+    def restore(self):
+        for param, rows, values in self.entries:
+            param[rows] = values
+

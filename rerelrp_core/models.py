@@ -1,0 +1,195 @@
+"""Architectures with explicit *unit masks*, and one output layer sliced per task.
+
+A *unit* is an output channel of a Conv2d or an output neuron of a Linear layer of the backbone.
+Right after every such layer (after its BatchNorm, when it has one) sits a :class:`UnitMask`; it
+multiplies the layer's output by a per-unit mask, which turns the one network into any task's
+subnetwork without copying it, and it is where relevance is read off during LRP. The output layer
+(``head``) has one block of rows per task and is not made of units: it is never pruned.
+"""
+import torch
+from torch import nn
+
+from .errors import UserError
+
+
+class UnitMask(nn.Module):
+    """Multiplies its input by a unit mask and, while recording, keeps its output for LRP.
+
+    ``mask`` is None (all units on), a (units,) tensor, or a (batch, units) tensor, which gives
+    every row of the batch its own subnetwork.
+    """
+
+    def __init__(self, n_units):
+        super().__init__()
+        self.n_units = n_units
+        self.mask = None
+        self.recorded = None
+
+    def forward(self, x):
+        if self.mask is not None:
+            mask = self.mask if self.mask.dim() == 2 else self.mask.unsqueeze(0)
+            x = x * mask.view(mask.shape[0], self.n_units, *([1] * (x.dim() - 2)))
+        if self.recorded is not None:
+            self.recorded.append(x)
+        return x
+
+
+class UnitLayer:
+    """One layer of units: its name, its UnitMask, and the modules whose parameters hold one row
+    per unit (the Conv2d/Linear and, where present, its BatchNorm)."""
+
+    def __init__(self, name, mask, producers):
+        self.name = name
+        self.mask = mask
+        self.producers = producers
+
+    @property
+    def n_units(self):
+        return self.mask.n_units
+
+    def unit_parameters(self):
+        """The parameters that belong to units, each indexed by unit along dimension 0."""
+        return [p for module in self.producers for p in (module.weight, module.bias) if p is not None]
+
+
+class ContinualNet(nn.Module):
+    """A backbone of unit layers followed by one linear output layer whose rows are sliced per task."""
+
+    def __init__(self, arch, backbone, head, unit_layers, input_shape):
+        super().__init__()
+        self.arch = arch
+        self.backbone = backbone
+        self.head = head
+        self.unit_layers = unit_layers
+        self.input_shape = tuple(input_shape)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+    @property
+    def n_classes(self):
+        return self.head.out_features
+
+    def layer_sizes(self):
+        return [layer.n_units for layer in self.unit_layers]
+
+    def batchnorms(self):
+        return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def set_masks(self, masks):
+        """Give every UnitMask its mask: a list with one (units,) or (batch, units) float tensor per
+        unit layer, or None to switch all units on."""
+        for i, layer in enumerate(self.unit_layers):
+            layer.mask.mask = None if masks is None else masks[i]
+
+    def check_input(self, x):
+        """Raise a UserError unless ``x`` is a batch shaped (N, *input_shape)."""
+        if not torch.is_tensor(x) or x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise UserError(f"Expected a batch of images shaped (N, {', '.join(map(str, self.input_shape))}), "
+                            f"got {shape}.")
+
+
+def small_cnn(input_shape, n_classes, widths=(32, 64), hidden=256):
+    """The default model: two 3x3 conv blocks with max-pooling and one hidden dense layer."""
+    channels, height, width = input_shape
+    layers, unit_layers, c_in = [], [], channels
+    for c_out in widths:
+        conv, mask = nn.Conv2d(c_in, c_out, 3, padding=1), UnitMask(c_out)
+        layers += [conv, mask, nn.ReLU(), nn.MaxPool2d(2)]
+        unit_layers.append(UnitLayer(f"conv{len(unit_layers) + 1}", mask, [conv]))
+        c_in, height, width = c_out, height // 2, width // 2
+    if height < 1 or width < 1:
+        raise UserError(f"Images of size {input_shape[1:]} are too small for the default CNN (at least 4x4).")
+    dense, mask = nn.Linear(c_in * height * width, hidden), UnitMask(hidden)
+    layers += [nn.Flatten(), dense, mask, nn.ReLU()]
+    unit_layers.append(UnitLayer("fc1", mask, [dense]))
+    return ContinualNet("cnn", nn.Sequential(*layers), nn.Linear(hidden, n_classes), unit_layers, input_shape)
+
+
+def vgg11(input_shape, n_classes, hidden=256):
+    """torchvision's VGG-11 conv stack for small inputs: first conv takes the input's channels, max
+    pools that would shrink the map below 2x2 are dropped, then global average pooling and one
+    hidden dense layer."""
+    from .compat import torchvision
+    reference = torchvision.models.vgg11(weights=None)
+    channels, size = input_shape[0], min(input_shape[1:])
+    layers, unit_layers, c_in = [], [], channels
+    for module in reference.features:
+        if isinstance(module, nn.Conv2d):
+            conv, mask = nn.Conv2d(c_in, module.out_channels, 3, padding=1), UnitMask(module.out_channels)
+            layers += [conv, mask]
+            unit_layers.append(UnitLayer(f"conv{len(unit_layers) + 1}", mask, [conv]))
+            c_in = module.out_channels
+        elif isinstance(module, nn.MaxPool2d):
+            if size // 2 >= 2:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+        else:
+            layers.append(nn.ReLU())
+    dense, mask = nn.Linear(c_in, hidden), UnitMask(hidden)
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), dense, mask, nn.ReLU()]
+    unit_layers.append(UnitLayer("fc1", mask, [dense]))
+    return ContinualNet("vgg11", nn.Sequential(*layers), nn.Linear(hidden, n_classes), unit_layers, input_shape)
+
+
+class _ResNetBackbone(nn.Module):
+    """torchvision ResNet-18 without its classifier."""
+
+    def __init__(self, resnet):
+        super().__init__()
+        self.resnet = resnet
+
+    def forward(self, x):
+        return torch.flatten(self.resnet(x), 1)
+
+
+def resnet18(input_shape, n_classes):
+    """torchvision's ResNet-18 for small inputs: 3x3 stride-1 stem without max-pooling; every
+    BatchNorm is followed by a UnitMask (so masking happens after normalisation)."""
+    from .compat import torchvision
+    net = torchvision.models.resnet18(weights=None)
+    net.conv1 = nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    unit_layers = []
+
+    def masked(conv, bn, name):
+        mask = UnitMask(bn.num_features)
+        unit_layers.append(UnitLayer(name, mask, [conv, bn]))
+        return nn.Sequential(bn, mask)  # zennit's merge still sees conv -> bn as neighbours
+
+    net.bn1 = masked(net.conv1, net.bn1, "conv1")
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        for b, block in enumerate(getattr(net, stage)):
+            prefix = f"{stage}.{b}"
+            block.bn1 = masked(block.conv1, block.bn1, f"{prefix}.conv1")
+            block.bn2 = masked(block.conv2, block.bn2, f"{prefix}.conv2")
+            if block.downsample is not None:
+                block.downsample[1] = masked(block.downsample[0], block.downsample[1], f"{prefix}.downsample")
+    return ContinualNet("resnet18", _ResNetBackbone(net), nn.Linear(512, n_classes), unit_layers, input_shape)
+
+
+ARCHITECTURES = {"cnn": small_cnn, "vgg11": vgg11, "resnet18": resnet18}
+
+
+def build_model(arch, input_shape, n_classes, seed=0):
+    """Build architecture ``arch`` for inputs shaped (C, H, W) with ``n_classes`` output rows."""
+    if arch not in ARCHITECTURES:
+        raise UserError(f"Unknown model '{arch}'. Choose one of: {', '.join(ARCHITECTURES)}.")
+    torch.manual_seed(seed)
+    return ARCHITECTURES[arch](tuple(input_shape), n_classes)
+
+
+def parameter_count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def canonizers_for(model):
+    """The zennit canonizers LRP needs for this architecture (BatchNorm merging, residual sums)."""
+    if model.arch == "resnet18":
+        from .compat import torchvision  # noqa: F401  (zennit.torchvision imports torchvision)
+        from zennit.torchvision import ResNetCanonizer
+        return [ResNetCanonizer()]
+    return []
+

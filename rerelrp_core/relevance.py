@@ -1,0 +1,101 @@
+"""Layer-wise Relevance Propagation with zennit: per-unit relevance and input heatmaps, in batches.
+
+The composite is zennit's ``EpsilonPlusFlat`` (Flat on the first layer, z+ on convolutions, epsilon
+on dense layers), with the canonizers the architecture needs. While a composite is active, the
+gradient that reaches a tensor *is* that tensor's relevance, so the relevance of a layer's units is
+the gradient at the layer's UnitMask output, summed over spatial positions. One backward pass per
+batch gives every layer at once (and the input heatmap).
+"""
+from contextlib import contextmanager
+
+import torch
+from zennit.composites import EpsilonPlusFlat
+
+from .models import canonizers_for
+
+
+@contextmanager
+def recording(model):
+    """Within the block, every UnitMask appends its output to the yielded list on each forward."""
+    records = []
+    for layer in model.unit_layers:
+        layer.mask.recorded = records
+    try:
+        yield records
+    finally:
+        for layer in model.unit_layers:
+            layer.mask.recorded = None
+
+
+@contextmanager
+def lrp_context(model):
+    """The model with the LRP composite's hooks attached (removed again on exit)."""
+    composite = EpsilonPlusFlat(canonizers=canonizers_for(model))
+    was_training = model.training
+    model.eval()
+    try:
+        with composite.context(model) as modified:
+            yield modified
+    finally:
+        model.train(was_training)
+
+
+def normalise(per_layer):
+    """Divide each sample's relevance in each layer by its sum of absolute values (0 stays 0)."""
+    return [r / r.abs().sum(dim=1, keepdim=True).clamp_min(1e-12) for r in per_layer]
+
+
+def relevance_batch(modified, model, x, target_rows, want_input=False):
+    """One LRP pass over batch ``x`` through the hooked model ``modified``, started from output row
+    ``target_rows[i]`` for sample i. Returns (raw unit relevance per layer as (N, units) tensors,
+    input heatmap (N, C, H, W) or None, logits)."""
+    x = x.detach().requires_grad_(want_input)
+    with recording(model) as records:
+        logits = modified(x)
+        start = torch.zeros_like(logits)
+        start[torch.arange(len(x)), target_rows] = 1.0
+        wrt = records + ([x] if want_input else [])
+        grads = torch.autograd.grad(logits, wrt, grad_outputs=start)
+    units = [g.sum(dim=tuple(range(2, g.dim()))) if g.dim() > 2 else g for g in grads[:len(records)]]
+    return units, (grads[-1] if want_input else None), logits.detach()
+
+
+def unit_relevance(model, x, target_rows, masks=None, batch_size=256, device=None):
+    """Normalised per-unit relevance of every sample in ``x``, one (N, units) tensor per layer.
+
+    Parameters
+    ----------
+    target_rows: output row (global class index) each sample's relevance starts from.
+    masks: subnetwork masks for ContinualNet.set_masks (per layer (units,) or (N, units)); None
+        uses all units.
+    batch_size: samples per LRP pass.
+    """
+    device = device or next(model.parameters()).device
+    out = [[] for _ in model.unit_layers]
+    with lrp_context(model) as modified:
+        for start in range(0, len(x), batch_size):
+            stop = start + batch_size
+            model.set_masks(_rows(masks, start, stop, device))
+            units, _, _ = relevance_batch(modified, model, x[start:stop].to(device),
+                                          target_rows[start:stop].to(device))
+            for i, r in enumerate(normalise(units)):
+                out[i].append(r.detach())
+    model.set_masks(None)
+    return [torch.cat(parts) for parts in out]
+
+
+def input_heatmap(model, x, target_rows, masks=None, device=None):
+    """LRP relevance of every input pixel (N, C, H, W) for output rows ``target_rows``."""
+    device = device or next(model.parameters()).device
+    with lrp_context(model) as modified:
+        model.set_masks(_rows(masks, 0, len(x), device))
+        _, heat, _ = relevance_batch(modified, model, x.to(device), target_rows.to(device), want_input=True)
+    model.set_masks(None)
+    return heat.detach()
+
+
+def _rows(masks, start, stop, device):
+    """The masks for rows start:stop of a batch (shared (units,) masks pass through unchanged)."""
+    if masks is None:
+        return None
+    return [(m[start:stop] if m.dim() == 2 else m).to(device) for m in masks]

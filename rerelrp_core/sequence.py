@@ -1,0 +1,56 @@
+"""Train a whole task sequence and evaluate after every task: the engine's main entry point."""
+import time
+
+from .data import make_tasks
+from .learner import accuracy, make_learner
+from .models import build_model
+from .runs import Run
+
+
+def evaluate_step(learner, tasks):
+    """Test accuracy (percent) of every task in ``tasks``: (task-aware row, task-agnostic row)."""
+    taw, tag = [], []
+    for task in tasks:
+        taw.append(accuracy(learner.predict_taw(task.x_test, task.index), task.y_test))
+        tag.append(accuracy(learner.predict_tag(task.x_test), task.y_test + task.offset))
+    return taw, tag
+
+
+def new_run(dataset, split, config):
+    """A fresh Run (untrained model and learner) for ``dataset`` cut as ``split`` says."""
+    tasks = make_tasks(dataset, split)
+    model = build_model(config.arch, dataset.input_shape, sum(t.n_classes for t in tasks), seed=config.seed)
+    learner = make_learner(model, config)
+    return Run(config=config, split=split, dataset=dataset.name, class_names=list(dataset.class_names),
+               input_shape=list(dataset.input_shape),
+               tasks=[{"index": t.index, "classes": t.classes, "class_names": t.class_names, "offset": t.offset}
+                      for t in tasks], learner=learner), tasks
+
+
+def train_sequence(dataset, split, config, progress=None, should_stop=None, on_task_end=None, run=None):
+    """Train every task of ``split`` in order (continuing ``run`` if given, e.g. a resumed
+    checkpoint), evaluating all seen tasks after each one.
+
+    progress(stage, done, total, info): live progress; should_stop(): cancel when True;
+    on_task_end(run): called after each finished task (e.g. to write a checkpoint).
+    """
+    fresh, tasks = new_run(dataset, split, config)
+    run = run or fresh
+    learner = run.learner
+    for task in tasks[run.tasks_done:]:
+        learner.train_task(task, progress, should_stop)
+        learner.consolidate(task, progress)
+        started = time.perf_counter()
+        taw, tag = evaluate_step(learner, tasks[:task.index + 1])
+        run.history["acc_taw"].append(taw)
+        run.history["acc_tag"].append(tag)
+        if hasattr(learner, "ownership"):
+            run.history["capacity"].append(dict(zip(run.layer_names, learner.ownership.free_fraction())))
+        run.history["evaluate_s"] += time.perf_counter() - started
+        run.update_metrics()
+        if progress:
+            progress("evaluate", task.index + 1, len(tasks), {"task": task.index, "acc_taw": taw, "acc_tag": tag})
+        if on_task_end:
+            on_task_end(run)
+    return run
+
