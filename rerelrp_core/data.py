@@ -221,11 +221,11 @@ def load_image_folder(path, size=28, channels=1, test_fraction=0.2, seed=0):
 
 
 def _images(uint8_array):
-    return torch.from_numpy(np.ascontiguousarray(uint8_array)).float().div_(255.0).unsqueeze(1)
+    return torch.from_numpy(np.array(uint8_array, dtype=np.float32)).div_(255.0).unsqueeze(1)
 
 
 def _labels(array):
-    return torch.as_tensor(np.asarray(array), dtype=torch.int64)
+    return torch.as_tensor(np.array(array, dtype=np.int64))
 
 
 DATASETS = {"fashion-mnist": load_fashion_mnist, "mnist5k": load_mnist5k, "digits": load_digits}

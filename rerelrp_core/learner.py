@@ -148,6 +148,13 @@ class Learner:
         """Subnetwork masks for task k's task-aware prediction (None = the whole network)."""
         return None
 
+    def json_state(self):
+        """Method-specific state that is saved as JSON with a run (tensors are saved separately)."""
+        return {}
+
+    def load_json_state(self, state):
+        """Restore what :meth:`json_state` returned."""
+
     # -- shared ---------------------------------------------------------------------------------
     def add_task(self, task):
         if task.offset + task.n_classes > self.model.n_classes:
@@ -251,10 +258,13 @@ class Joint(Learner):
     def __init__(self, model, config, device=None):
         super().__init__(model, config, device)
         self.seen_x, self.seen_rows = [], []
+        self.image_bytes = []     # per task: bytes of the training images joint training keeps
 
     def training_data(self, task):
-        self.seen_x.append(task.x_train)
-        self.seen_rows.append(task.y_train + task.offset)
+        if len(self.image_bytes) == task.index:
+            self.seen_x.append(task.x_train)
+            self.seen_rows.append(task.y_train + task.offset)
+            self.image_bytes.append(task.x_train.numel() * task.x_train.element_size())
         return torch.cat(self.seen_x), torch.cat(self.seen_rows)
 
     def loss_columns(self, task):
@@ -262,7 +272,13 @@ class Joint(Learner):
 
     def stored_bytes(self, k):
         """Head rows plus every training image of task k, which joint training must keep."""
-        return super().stored_bytes(k) + self.seen_x[k].numel() * self.seen_x[k].element_size()
+        return super().stored_bytes(k) + self.image_bytes[k]
+
+    def json_state(self):
+        return {"image_bytes": self.image_bytes}
+
+    def load_json_state(self, state):
+        self.image_bytes = [int(b) for b in state.get("image_bytes", [])]
 
 
 class ReReLRP(Learner):
@@ -302,6 +318,12 @@ class ReReLRP(Learner):
     def stored_bytes(self, k):
         """Head rows plus task k's keep masks (one byte per unit, as saved)."""
         return super().stored_bytes(k) + sum(self.ownership.layer_sizes)
+
+    def json_state(self):
+        return {"prune_log": self.prune_log}
+
+    def load_json_state(self, state):
+        self.prune_log = list(state.get("prune_log", []))
 
     def reference_set(self, task):
         """Up to ``ref_per_class`` random training samples per class (seeded), with their rows."""

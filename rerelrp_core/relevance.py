@@ -47,13 +47,16 @@ def normalise(per_layer):
 
 def relevance_batch(modified, model, x, target_rows, want_input=False):
     """One LRP pass over batch ``x`` through the hooked model ``modified``, started from output row
-    ``target_rows[i]`` for sample i. Returns (raw unit relevance per layer as (N, units) tensors,
+    ``target_rows[i]`` for sample i (its relevance is that logit's value). Returns (raw unit relevance per layer as (N, units) tensors,
     input heatmap (N, C, H, W) or None, logits)."""
     x = x.detach().requires_grad_(want_input)
     with recording(model) as records:
         logits = modified(x)
+        # Start from the target logit's own value (LRP's convention: the output relevance is the
+        # explained score itself), so that each rule's conservation can be checked.
         start = torch.zeros_like(logits)
-        start[torch.arange(len(x)), target_rows] = 1.0
+        picked = torch.arange(len(x), device=logits.device)
+        start[picked, target_rows] = logits.detach()[picked, target_rows]
         wrt = records + ([x] if want_input else [])
         grads = torch.autograd.grad(logits, wrt, grad_outputs=start)
     units = [g.sum(dim=tuple(range(2, g.dim()))) if g.dim() > 2 else g for g in grads[:len(records)]]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .data import SplitConfig
@@ -93,7 +94,7 @@ def save_run(run, out):
     state = {"format": FORMAT, "version": VERSION, "config": run.config.to_dict(), "split": vars(run.split),
              "dataset": run.dataset, "class_names": run.class_names, "input_shape": run.input_shape,
              "tasks": run.tasks, "history": run.history, "heads": [list(h) for h in learner.heads],
-             "timing": learner.timing, "prune_log": getattr(learner, "prune_log", [])}
+             "timing": learner.timing, "learner": learner.json_state()}
     (tmp / "run.json").write_text(json.dumps(state, indent=1))
     (tmp / "metrics.json").write_text(json.dumps(run.update_metrics(), indent=1))
     save_file({k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()},
@@ -126,17 +127,17 @@ def load_run(folder, device=None):
         model.load_state_dict(weights, strict=True)
     except FileNotFoundError:
         raise UserError(f"{folder} has no model.safetensors; the run is incomplete.") from None
-    except (RuntimeError, OSError, ValueError) as error:
-        raise UserError(f"{folder}: model.safetensors does not fit a '{config.arch}' model for this run "
+    except (RuntimeError, OSError, ValueError, SafetensorError) as error:
+        raise UserError(f"{folder}: model.safetensors is damaged or does not fit a '{config.arch}' model for this run "
                         f"({str(error).splitlines()[0][:200]}).") from None
     if device is not None:
         config.device = str(device)
     learner = make_learner(model, config)
     learner.heads = [tuple(h) for h in state["heads"]]
     learner.timing = {k: float(v) for k, v in state["timing"].items()}
+    learner.load_json_state(state.get("learner") or {})
     if hasattr(learner, "ownership"):
         _load_masks(folder, learner, len(state["history"]["acc_taw"]))
-        learner.prune_log = state.get("prune_log", [])
     run = Run(config, split, state["dataset"], state["class_names"], state["input_shape"], state["tasks"],
               learner, state["history"])
     if run.tasks_done:
@@ -166,7 +167,7 @@ def _read_state(folder):
 def _load_masks(folder, learner, n_tasks):
     try:
         tensors = load_file(str(folder / "masks.safetensors"))
-    except (FileNotFoundError, OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise UserError(f"{folder}: masks.safetensors is missing or damaged ({error}).") from None
     sizes = learner.ownership.layer_sizes
     for t in range(n_tasks):

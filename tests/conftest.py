@@ -1,0 +1,37 @@
+"""Shared fixtures: real data (scikit-learn digits) and one small ReReLRP run trained once per session."""
+import pytest
+import torch
+
+import rerelrp_core  # noqa: F401
+from rerelrp_core.data import SplitConfig, load_digits, make_tasks
+from rerelrp_core.learner import TrainConfig
+from rerelrp_core.sequence import train_sequence
+
+torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_digits()
+
+
+@pytest.fixture(scope="session")
+def digits_split():
+    return SplitConfig(n_tasks=3, classes_per_task=[2, 2, 2], seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_tasks(digits, digits_split):
+    return make_tasks(digits, digits_split)
+
+
+def small_config(**overrides):
+    values = dict(method="rerelrp", epochs=8, lr=0.05, seed=0, device="cpu")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def digits_run(digits, digits_split):
+    """A 3-task ReReLRP run on real digits, trained once."""
+    return train_sequence(digits, digits_split, small_config())

@@ -1,0 +1,60 @@
+"""Freezing really freezes: frozen units are bit-for-bit unchanged by later tasks (momentum and
+weight decay included), and task-aware forgetting of ReReLRP is exactly zero."""
+import torch
+
+from rerelrp_core.learner import ReReLRP
+from rerelrp_core.models import build_model
+from rerelrp_core.sequence import evaluate_step
+
+from conftest import small_config
+
+
+def values_of(model, frozen_units, head_rows):
+    """Copies of the parameter entries of the given units and of head rows 0..head_rows-1."""
+    values = []
+    for layer, frozen in zip(model.unit_layers, frozen_units):
+        values += [p.detach()[frozen].clone() for p in layer.unit_parameters()]
+    return values + [model.head.weight.detach()[:head_rows].clone(), model.head.bias.detach()[:head_rows].clone()]
+
+
+def test_frozen_units_unchanged_and_taw_forgetting_zero(digits, digits_tasks):
+    config = small_config(weight_decay=1e-2, momentum=0.9)   # strong decay: any leak would show
+    model = build_model("cnn", digits.input_shape, 6)
+    learner = ReReLRP(model, config)
+    learner.train_task(digits_tasks[0])
+    learner.consolidate(digits_tasks[0])
+    frozen_first = learner.ownership.frozen()
+    after_first = values_of(model, frozen_first, 2)
+    first_rows = evaluate_step(learner, digits_tasks[:1])[0]
+    head_before = model.head.weight.detach()[2:4].clone()
+    assert any(f.any() for f in learner.ownership.frozen()), "task 0 froze no unit"
+    for task in digits_tasks[1:]:
+        learner.train_task(task)
+        learner.consolidate(task)
+    # exactly the same bits, not merely close
+    for before, after in zip(after_first, values_of(model, frozen_first, 2)):
+        assert torch.equal(before, after)
+    assert evaluate_step(learner, digits_tasks[:1])[0] == first_rows
+    # the new task's head rows did train (the research code froze them by accident)
+    assert not torch.equal(head_before, model.head.weight.detach()[2:4])
+
+
+def test_free_units_do_train(digits, digits_tasks):
+    model = build_model("cnn", digits.input_shape, 6)
+    learner = ReReLRP(model, small_config(epochs=3))
+    learner.train_task(digits_tasks[0])
+    learner.consolidate(digits_tasks[0])
+    frozen = learner.ownership.frozen()
+    layer = model.unit_layers[-1]
+    free_before = layer.unit_parameters()[0].detach()[~frozen[-1]].clone()
+    learner.train_task(digits_tasks[1])
+    assert (~frozen[-1]).any()
+    assert not torch.equal(free_before, layer.unit_parameters()[0].detach()[~frozen[-1]])
+
+
+def test_run_taw_forgetting_exactly_zero(digits_run):
+    metrics = digits_run.metrics
+    assert metrics["forgetting_taw"] == 0.0
+    matrix = metrics["acc_taw"]
+    for k in range(len(matrix)):
+        assert len({row[k] for row in matrix[k:]}) == 1, f"task {k} accuracy changed: {[r[k] for r in matrix[k:]]}"

@@ -1,0 +1,49 @@
+"""The pruning search: few validation passes, and the acc_drop rule holds on real validation data."""
+import math
+
+import torch
+
+from rerelrp_core.pruning import prune_order, search_pruning
+
+
+def test_bisection_passes_and_rule_on_monotone_curve():
+    scores = [torch.arange(10.0), torch.arange(20.0) / 2, torch.arange(30.0) / 3]
+    n_candidates = 60 - 3                                  # one unit per layer is protected
+    calls = []
+
+    def evaluate(keep):
+        pruned = 60 - int(sum(k.sum() for k in keep))
+        calls.append(pruned)
+        return 100.0 - 0.1 * pruned                        # loses 0.1 points per pruned unit
+
+    result = search_pruning(scores, evaluate, reference_accuracy=100.0, acc_drop=1.0)
+    assert result.n_pruned == 10                           # 10 units cost exactly 1.0 point
+    assert result.accuracy >= 99.0
+    assert result.passes == len(calls) <= math.ceil(math.log2(n_candidates + 1))
+    assert all(k.sum() >= 1 for k in result.keep)
+
+
+def test_lowest_relevance_pruned_first_and_one_unit_per_layer_kept():
+    scores = [torch.tensor([5.0, 0.1]), torch.tensor([0.2, 0.3, 9.0])]
+    order = prune_order(scores)
+    assert order == [(0, 1), (1, 0), (1, 1)]               # units 0 of layer 0 and 2 of layer 1 protected
+    result = search_pruning(scores, lambda keep: 100.0, 100.0, acc_drop=0.0)
+    assert [k.tolist() for k in result.keep] == [[True, False], [False, False, True]]
+
+
+def test_max_keep_fraction_caps_what_a_task_keeps():
+    scores = [torch.arange(50.0)]
+    result = search_pruning(scores, lambda keep: 100.0 if keep[0].sum() > 40 else 0.0, 100.0,
+                            acc_drop=1.0, max_keep_fraction=0.2)
+    assert int(result.keep[0].sum()) <= 10
+
+
+def test_real_pruning_respects_acc_drop(digits_run, digits_tasks):
+    learner = digits_run.learner
+    for entry, task in zip(learner.prune_log, digits_tasks):
+        assert entry["val_acc_after"] >= entry["val_acc_before"] - learner.config.acc_drop
+        assert entry["pruned"] > 0, "nothing was pruned on real data"
+        total = sum(learner.ownership.layer_sizes)
+        assert entry["passes"] <= math.ceil(math.log2(total)) + 2
+        # the stored subnetwork really has the accuracy the search reported
+        assert learner.validation_accuracy(task, learner.task_masks(task.index)) == entry["val_acc_after"]

@@ -1,0 +1,57 @@
+"""Runs saved and loaded predict identically; damaged or foreign folders give clear errors."""
+import json
+
+import pytest
+import torch
+
+from rerelrp_core.errors import UserError
+from rerelrp_core.runs import load_run, save_run
+
+
+def test_saved_run_predicts_identically(digits_run, digits_tasks, tmp_path):
+    save_run(digits_run, tmp_path / "run")
+    loaded = load_run(tmp_path / "run")
+    assert loaded.metrics["acc_taw"] == digits_run.metrics["acc_taw"]
+    for task in digits_tasks:
+        assert torch.equal(loaded.learner.predict_taw(task.x_test, task.index),
+                           digits_run.learner.predict_taw(task.x_test, task.index))
+        assert torch.equal(loaded.learner.predict_tag(task.x_test), digits_run.learner.predict_tag(task.x_test))
+    files = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert files == ["masks.safetensors", "metrics.json", "model.safetensors", "run.json"]
+
+
+def test_overwrite_is_atomic_and_leaves_no_temporaries(digits_run, tmp_path):
+    save_run(digits_run, tmp_path / "run")
+    save_run(digits_run, tmp_path / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(UserError, match="not a run folder"):
+        load_run(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a run folder"):
+        save_run(object(), tmp_path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "run.json").write_text("{not json"), "not valid JSON"),
+    (lambda d: (d / "run.json").write_text(json.dumps({"format": "other"})), "not a ReReLRP run"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"\0" * 10), "damaged or does not fit"),
+    (lambda d: (d / "model.safetensors").unlink(), "no model.safetensors"),
+    (lambda d: (d / "masks.safetensors").write_bytes(b"junk"), "masks.safetensors"),
+])
+def test_damaged_run_files(digits_run, tmp_path, damage, message):
+    save_run(digits_run, tmp_path / "run")
+    damage(tmp_path / "run")
+    with pytest.raises(UserError, match=message):
+        load_run(tmp_path / "run")
+
+
+def test_run_for_another_model(digits_run, tmp_path):
+    save_run(digits_run, tmp_path / "run")
+    state = json.loads((tmp_path / "run" / "run.json").read_text())
+    state["config"]["arch"] = "vgg11"
+    (tmp_path / "run" / "run.json").write_text(json.dumps(state))
+    with pytest.raises(UserError, match="does not fit a 'vgg11' model"):
+        load_run(tmp_path / "run")
