@@ -11,14 +11,17 @@ A new method is one subclass that overrides the hooks it needs.
 """
 import copy
 import time
-from dataclasses import dataclass, asdict, fields
+from dataclasses import dataclass, asdict, field, fields
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .errors import UserError
 from .masks import Freezer, UnitOwnership
 from .pruning import search_pruning
+from .recognition import (RecognitionConfig, Recogniser, chain_probabilities, feature_matrix,
+                          subnetwork_features)
 from .relevance import unit_relevance
 
 
@@ -44,6 +47,7 @@ class TrainConfig:
     ref_per_class: reference samples per class for relevance (research default 67).
     max_keep_fraction: optional cap on the share of all units one task may keep.
     reinit_free: re-initialise units no task owns before each new task.
+    recognition: overrides of :class:`~rerelrp_core.recognition.RecognitionConfig` fields.
     seed: seed of initialisation, shuffling and sample draws.
     device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     """
@@ -63,6 +67,7 @@ class TrainConfig:
     max_keep_fraction: float = None
     reinit_free: bool = False
     relevance_batch: int = 256
+    recognition: dict = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
 
@@ -154,6 +159,14 @@ class Learner:
 
     def load_json_state(self, state):
         """Restore what :meth:`json_state` returned."""
+
+    def tensor_state(self):
+        """Method-specific tensors saved with a run (a flat name -> tensor dict)."""
+        return {}
+
+    def load_tensor_state(self, tensors, n_tasks):
+        """Restore what :meth:`tensor_state` returned for a run with ``n_tasks`` finished tasks;
+        raise UserError when something is missing or has the wrong shape."""
 
     # -- shared ---------------------------------------------------------------------------------
     def add_task(self, task):
@@ -290,6 +303,9 @@ class ReReLRP(Learner):
         super().__init__(model, config, device)
         self.ownership = UnitOwnership(model.layer_sizes())
         self.prune_log = []
+        self.recognition = recognition_config(config.recognition)
+        self.features = {}       # (m, t) -> (relevance features, logits) of task t's samples through m
+        self.recognisers = []    # recogniser m for every task but the last
 
     def before_task(self, task):
         if self.config.reinit_free and self.ownership.n_tasks:
@@ -316,14 +332,46 @@ class ReReLRP(Learner):
         return self.ownership.task_mask(k, self.device) if k < self.ownership.n_tasks else None
 
     def stored_bytes(self, k):
-        """Head rows plus task k's keep masks (one byte per unit, as saved)."""
-        return super().stored_bytes(k) + sum(self.ownership.layer_sizes)
+        """Head rows, task k's keep masks (one byte per unit, as saved), the relevance features of
+        task k's samples (through every subnetwork) and recogniser k's trees."""
+        features = sum(f.numel() * f.element_size() + l.numel() * l.element_size()
+                       for (m, t), (f, l) in self.features.items() if t == k)
+        trees = self.recognisers[k].stored_bytes() if k < len(self.recognisers) else 0
+        return super().stored_bytes(k) + sum(self.ownership.layer_sizes) + features + trees
 
     def json_state(self):
         return {"prune_log": self.prune_log}
 
     def load_json_state(self, state):
         self.prune_log = list(state.get("prune_log", []))
+
+    def tensor_state(self):
+        tensors = {f"mask.task{t}.layer{i}": m.to(torch.uint8)
+                   for t, keep in enumerate(self.ownership.task_masks) for i, m in enumerate(keep)}
+        for (m, t), (features, logits) in self.features.items():
+            tensors[f"features.m{m}.t{t}"] = features
+            tensors[f"logits.m{m}.t{t}"] = logits
+        return tensors
+
+    def load_tensor_state(self, tensors, n_tasks):
+        """Masks and relevance features; the recognisers are retrained from the stored features
+        (deterministic: fixed seeds), so no model object is ever unpickled."""
+        sizes = self.ownership.layer_sizes
+        for t in range(n_tasks):
+            keep = [tensors.get(f"mask.task{t}.layer{i}") for i in range(len(sizes))]
+            if any(k is None or tuple(k.shape) != (n,) for k, n in zip(keep, sizes)):
+                raise UserError(f"the masks of task {t} are missing or have the wrong size")
+            self.ownership.add_task([k.bool() for k in keep])
+        units = sum(sizes)
+        for m in range(n_tasks):
+            for t in range(m, n_tasks):
+                features, logits = tensors.get(f"features.m{m}.t{t}"), tensors.get(f"logits.m{m}.t{t}")
+                if features is None or logits is None:
+                    return  # a run saved before recognition existed: task-agnostic falls back to argmax
+                if features.dim() != 2 or features.shape[1] != units or logits.shape != (len(features), self.heads[m][1]):
+                    raise UserError(f"the relevance features of task {t} through subnetwork {m} have the wrong shape")
+                self.features[(m, t)] = (features, logits)
+        self.fit_recognisers()
 
     def reference_set(self, task):
         """Up to ``ref_per_class`` random training samples per class (seeded), with their rows."""
@@ -353,9 +401,93 @@ class ReReLRP(Learner):
                                "val_acc_before": result.reference_accuracy, "val_acc_after": result.accuracy,
                                "passes": result.passes + 1})  # +1: the unpruned reference pass
         if progress:
-            progress("prune", 2, 2, {"task": task.index, **self.prune_log[-1]})
+            progress("prune", 2, 3, {"task": task.index, **self.prune_log[-1]})
+        self.store_relevance_features(task, x_ref)
+        self.fit_recognisers()
+        if progress:
+            progress("recognisers", 3, 3, {"task": task.index})
         self.timing["consolidate"] += time.perf_counter() - started
         return result
+
+    def store_relevance_features(self, task, x_ref):
+        """Relevance vectors of task t's reference set plus a validation slice through every
+        subnetwork m <= t. Only these vectors (float16) are kept, never the images."""
+        generator = torch.Generator().manual_seed(self.config.seed * 1000 + 700 + task.index)
+        extra = torch.cat([torch.nonzero(task.y_val == c).flatten()[
+            torch.randperm(int((task.y_val == c).sum()), generator=generator)[:self.recognition.val_per_class]]
+            for c in range(task.n_classes)])
+        x = torch.cat([x_ref, task.x_val[extra]])
+        subnetworks = list(range(task.index + 1))
+        feats, _, logits = subnetwork_features(self.model, self.ownership, self.heads, x, subnetworks,
+                                               self.config.relevance_batch * 2, self.device)
+        for m in subnetworks:
+            self.features[(m, task.index)] = (feats[m].half(), logits[m].half())
+
+    def fit_recognisers(self):
+        """(Re)train recogniser m for every m < last task: own samples vs later tasks' samples."""
+        last = self.ownership.n_tasks - 1
+        with_logits = self.recognition.with_logits
+        matrix = lambda m, t: feature_matrix(*self.features[(m, t)], with_logits)
+        self.recognisers = [
+            Recogniser(m, self.recognition, self.config.seed).fit(
+                matrix(m, m), np.concatenate([matrix(m, k) for k in range(m + 1, last + 1)]))
+            for m in range(last)]
+
+    def recognise(self, x):
+        """Task-agnostic prediction with details for a batch ``x``.
+
+        Returns a dict: ``task_probs`` (N, T) chain probabilities, ``task`` (N,) recognised task,
+        ``within`` (T, N) each subnetwork's within-task class, ``predicted`` (N,) global class,
+        ``recogniser_probs`` (N, T-1), ``features`` (list of T (N, units) relevance tensors) and
+        ``logits`` (list of T (N, classes of that task) head outputs).
+        """
+        self.model.check_input(x)
+        tasks = list(range(self.ownership.n_tasks))
+        if not tasks:
+            raise UserError("The run has no trained task yet.")
+        feats, within, logits = subnetwork_features(self.model, self.ownership, self.heads, x, tasks,
+                                                    self.config.relevance_batch * 2, self.device)
+        p = np.stack([r.probability(feature_matrix(feats[m], logits[m], self.recognition.with_logits))
+                      for m, r in enumerate(self.recognisers)], axis=1) if self.recognisers else np.zeros((len(x), 0))
+        probs = chain_probabilities(p, self.recognition.chain)
+        task = torch.from_numpy(probs.argmax(1))
+        within = torch.stack(within)
+        offsets = torch.tensor([offset for offset, _ in self.heads])
+        predicted = offsets[task] + within.gather(0, task.unsqueeze(0)).squeeze(0)
+        return {"task_probs": probs, "task": task, "within": within, "predicted": predicted,
+                "recogniser_probs": p, "features": feats, "logits": logits}
+
+    def unit_names(self):
+        """(layer name, unit index) of every column of a relevance vector."""
+        return [(layer.name, u) for layer in self.model.unit_layers for u in range(layer.n_units)]
+
+    def explain_task(self, x, n_features=8):
+        """Why one input (a (1, C, H, W) batch) was given its task: every recogniser's probability and
+        the features that weigh most in it, named (layer, unit), with this input's relevance there."""
+        if len(x) != 1:
+            raise UserError(f"explain_task takes exactly one image, got {len(x)}.")
+        result = self.recognise(x)
+        names = self.unit_names()
+        recognisers = []
+        for m, recogniser in enumerate(self.recognisers):
+            row = feature_matrix(result["features"][m], result["logits"][m], self.recognition.with_logits)[0]
+            top = [{"layer": names[c][0], "unit": names[c][1], "importance": imp, "relevance": value}
+                   for c, imp, value in recogniser.top_features(row, n_features) if c < len(names)]
+            recognisers.append({"task": m, "probability": float(result["recogniser_probs"][0, m]), "features": top})
+        return {"task": int(result["task"][0]), "task_probs": result["task_probs"][0].tolist(),
+                "predicted": int(result["predicted"][0]), "recognisers": recognisers}
+
+    def predict_tag(self, x):
+        if len(self.recognisers) != max(0, self.ownership.n_tasks - 1):
+            return super().predict_tag(x)     # a run without recognisers: plain argmax
+        return torch.cat([self.recognise(x[i:i + 1024])["predicted"] for i in range(0, len(x), 1024)])
+
+
+def recognition_config(values):
+    known = {f.name for f in fields(RecognitionConfig)}
+    if set(values) - known:
+        raise UserError(f"Unknown recognition settings: {', '.join(sorted(set(values) - known))}.")
+    return RecognitionConfig(**values)
 
 
 LEARNERS = {cls.method: cls for cls in (ReReLRP, FineTune, Joint)}

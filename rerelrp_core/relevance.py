@@ -47,11 +47,14 @@ def normalise(per_layer):
 
 def relevance_batch(modified, model, x, target_rows, want_input=False):
     """One LRP pass over batch ``x`` through the hooked model ``modified``, started from output row
-    ``target_rows[i]`` for sample i (its relevance is that logit's value). Returns (raw unit relevance per layer as (N, units) tensors,
+    ``target_rows[i]`` for sample i (its relevance is that logit's value); ``target_rows`` may also
+    be a function of the logits that returns the rows. Returns (raw unit relevance per layer as (N, units) tensors,
     input heatmap (N, C, H, W) or None, logits)."""
     x = x.detach().requires_grad_(want_input)
     with recording(model) as records:
         logits = modified(x)
+        if callable(target_rows):
+            target_rows = target_rows(logits.detach())
         # Start from the target logit's own value (LRP's convention: the output relevance is the
         # explained score itself), so that each rule's conservation can be checked.
         start = torch.zeros_like(logits)

@@ -5,7 +5,8 @@ On disk a run is a folder::
     run.json          format tag, version, configs, tasks, history (JSON only)
     metrics.json      the summary metrics (also what the CLI prints)
     model.safetensors model weights
-    masks.safetensors ReReLRP keep masks, one uint8 tensor per (task, layer)
+    learner.safetensors method-specific tensors (ReReLRP: keep masks per task and layer, and the
+                      relevance feature vectors its recognisers are trained on)
 
 Tensors are read with ``safetensors`` and everything else is JSON, so opening a run never executes
 code from it. Saving writes a temporary folder and renames it into place, so an interrupted save
@@ -74,6 +75,11 @@ class Run:
                                "evaluate": round(self.history["evaluate_s"], 3)}
         metrics["stored_bytes_per_task"] = [learner.stored_bytes(k) for k in range(len(learner.heads))]
         metrics["capacity"] = self.history["capacity"]
+        confusion = self.history.get("task_confusion")
+        if confusion:
+            metrics["task_confusion"] = confusion
+            metrics["task_recognition_acc"] = round(100.0 * sum(
+                row[k] / max(1, sum(row)) for k, row in enumerate(confusion)) / len(confusion), 4)
         if hasattr(learner, "ownership"):
             metrics["units"] = capacity_report(learner.ownership, self.layer_names)
             metrics["pruning"] = learner.prune_log
@@ -99,10 +105,8 @@ def save_run(run, out):
     (tmp / "metrics.json").write_text(json.dumps(run.update_metrics(), indent=1))
     save_file({k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()},
               str(tmp / "model.safetensors"))
-    if hasattr(learner, "ownership"):
-        masks = {f"task{t}.layer{i}": m.to(torch.uint8).contiguous()
-                 for t, keep in enumerate(learner.ownership.task_masks) for i, m in enumerate(keep)}
-        save_file(masks or {"empty": torch.zeros(0, dtype=torch.uint8)}, str(tmp / "masks.safetensors"))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in learner.tensor_state().items()}
+    save_file(tensors, str(tmp / "learner.safetensors"))
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         os.replace(out, old)
@@ -136,8 +140,10 @@ def load_run(folder, device=None):
     learner.heads = [tuple(h) for h in state["heads"]]
     learner.timing = {k: float(v) for k, v in state["timing"].items()}
     learner.load_json_state(state.get("learner") or {})
-    if hasattr(learner, "ownership"):
-        _load_masks(folder, learner, len(state["history"]["acc_taw"]))
+    try:
+        learner.load_tensor_state(load_file(str(folder / "learner.safetensors")), len(state["history"]["acc_taw"]))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise UserError(f"{folder}: learner.safetensors is missing or damaged ({error}).") from None
     run = Run(config, split, state["dataset"], state["class_names"], state["input_shape"], state["tasks"],
               learner, state["history"])
     if run.tasks_done:
@@ -163,15 +169,3 @@ def _read_state(folder):
                         f"program reads up to {VERSION}); update rerelrp_core.")
     return state
 
-
-def _load_masks(folder, learner, n_tasks):
-    try:
-        tensors = load_file(str(folder / "masks.safetensors"))
-    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
-        raise UserError(f"{folder}: masks.safetensors is missing or damaged ({error}).") from None
-    sizes = learner.ownership.layer_sizes
-    for t in range(n_tasks):
-        keep = [tensors.get(f"task{t}.layer{i}") for i in range(len(sizes))]
-        if any(k is None or k.shape != (n,) for k, n in zip(keep, sizes)):
-            raise UserError(f"{folder}: masks.safetensors lacks task {t}'s masks or they have the wrong size.")
-        learner.ownership.add_task([k.bool() for k in keep])

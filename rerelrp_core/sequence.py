@@ -1,6 +1,8 @@
 """Train a whole task sequence and evaluate after every task: the engine's main entry point."""
 import time
 
+import torch
+
 from .data import make_tasks
 from .learner import accuracy, make_learner
 from .models import build_model
@@ -8,12 +10,17 @@ from .runs import Run
 
 
 def evaluate_step(learner, tasks):
-    """Test accuracy (percent) of every task in ``tasks``: (task-aware row, task-agnostic row)."""
+    """Test accuracy (percent) of every task in ``tasks``: task-aware row, task-agnostic row, and
+    the task confusion matrix (rows: true task, columns: task of the predicted class)."""
+    task_of_row = torch.cat([torch.full((n,), k) for k, (_, n) in enumerate(learner.heads)])
     taw, tag = [], []
+    confusion = torch.zeros(len(tasks), len(learner.heads), dtype=torch.int64)
     for task in tasks:
         taw.append(accuracy(learner.predict_taw(task.x_test, task.index), task.y_test))
-        tag.append(accuracy(learner.predict_tag(task.x_test), task.y_test + task.offset))
-    return taw, tag
+        predicted = learner.predict_tag(task.x_test)
+        tag.append(accuracy(predicted, task.y_test + task.offset))
+        confusion[task.index] = torch.bincount(task_of_row[predicted], minlength=len(learner.heads))
+    return taw, tag, confusion[:, :len(tasks)].tolist()
 
 
 def new_run(dataset, split, config):
@@ -41,9 +48,10 @@ def train_sequence(dataset, split, config, progress=None, should_stop=None, on_t
         learner.train_task(task, progress, should_stop)
         learner.consolidate(task, progress)
         started = time.perf_counter()
-        taw, tag = evaluate_step(learner, tasks[:task.index + 1])
+        taw, tag, confusion = evaluate_step(learner, tasks[:task.index + 1])
         run.history["acc_taw"].append(taw)
         run.history["acc_tag"].append(tag)
+        run.history["task_confusion"] = confusion
         if hasattr(learner, "ownership"):
             run.history["capacity"].append(dict(zip(run.layer_names, learner.ownership.free_fraction())))
         run.history["evaluate_s"] += time.perf_counter() - started

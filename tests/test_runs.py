@@ -17,7 +17,7 @@ def test_saved_run_predicts_identically(digits_run, digits_tasks, tmp_path):
                            digits_run.learner.predict_taw(task.x_test, task.index))
         assert torch.equal(loaded.learner.predict_tag(task.x_test), digits_run.learner.predict_tag(task.x_test))
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert files == ["masks.safetensors", "metrics.json", "model.safetensors", "run.json"]
+    assert files == ["learner.safetensors", "metrics.json", "model.safetensors", "run.json"]
 
 
 def test_overwrite_is_atomic_and_leaves_no_temporaries(digits_run, tmp_path):
@@ -39,7 +39,7 @@ def test_not_a_run_folder(tmp_path):
     (lambda d: (d / "run.json").write_text(json.dumps({"format": "other"})), "not a ReReLRP run"),
     (lambda d: (d / "model.safetensors").write_bytes(b"\0" * 10), "damaged or does not fit"),
     (lambda d: (d / "model.safetensors").unlink(), "no model.safetensors"),
-    (lambda d: (d / "masks.safetensors").write_bytes(b"junk"), "masks.safetensors"),
+    (lambda d: (d / "learner.safetensors").write_bytes(b"junk"), "learner.safetensors"),
 ])
 def test_damaged_run_files(digits_run, tmp_path, damage, message):
     save_run(digits_run, tmp_path / "run")

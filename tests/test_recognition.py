@@ -1,0 +1,85 @@
+"""Task recognition: batched subnetworks, chain probabilities, near-perfect recognition of easily
+separable tasks, no images in saved runs, and clear errors."""
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rerelrp_core.data import SplitConfig
+from rerelrp_core.errors import UserError
+from rerelrp_core.recognition import chain_probabilities, subnetwork_features
+from rerelrp_core.runs import load_run, save_run
+from rerelrp_core.sequence import train_sequence
+
+from conftest import small_config
+
+
+def test_batched_pass_equals_each_subnetwork_alone(digits_run, digits_tasks):
+    learner = digits_run.learner
+    x = digits_tasks[1].x_test[:20]
+    feats, preds, logits = subnetwork_features(learner.model, learner.ownership, learner.heads, x, [0, 1, 2])
+    for m in range(3):
+        f1, p1, l1 = subnetwork_features(learner.model, learner.ownership, learner.heads, x, [m], batch_size=7)
+        torch.testing.assert_close(feats[m], f1[0], rtol=1e-4, atol=1e-6)
+        assert torch.equal(preds[m], p1[0])
+        torch.testing.assert_close(logits[m], l1[0])
+        # the same as plain task-aware prediction through subnetwork m
+        assert torch.equal(preds[m], learner.predict_taw(x, m))
+
+
+@pytest.mark.parametrize("chain", ["chain", "chain-full"])
+def test_chain_probabilities_sum_to_one(chain):
+    p = np.random.default_rng(0).random((50, 4))
+    probs = chain_probabilities(p, chain)
+    assert probs.shape == (50, 5) and (probs >= 0).all()
+    np.testing.assert_allclose(probs.sum(1), 1.0)
+    np.testing.assert_allclose(chain_probabilities(np.array([[0.9, 0.3]]))[0], [0.9, 0.1 * 0.3, 0.1 * 0.7])
+
+
+def test_recognise_outputs(digits_run, digits_tasks):
+    learner = digits_run.learner
+    x = torch.cat([t.x_test[:10] for t in digits_tasks])
+    result = learner.recognise(x)
+    np.testing.assert_allclose(result["task_probs"].sum(1), 1.0)
+    assert result["within"].shape == (3, 30) and result["predicted"].shape == (30,)
+    assert torch.equal(result["task"], torch.from_numpy(result["task_probs"].argmax(1)))
+    explanation = learner.explain_task(x[:1])
+    assert len(explanation["recognisers"]) == 2
+    top = explanation["recognisers"][0]["features"][0]
+    assert top["layer"] in {"conv1", "conv2", "fc1"} and isinstance(top["unit"], int)
+
+
+def test_easily_separable_tasks_recognised_near_perfectly(digits):
+    """Digits {0, 1} versus {6, 7} differ in shape everywhere: recognition should be near perfect."""
+    split = SplitConfig(n_tasks=2, classes_per_task=[2, 2], class_order=[0, 1, 6, 7])
+    run = train_sequence(digits, split, small_config())
+    assert run.metrics["task_recognition_acc"] >= 95.0, run.metrics["task_recognition_acc"]
+    assert run.metrics["avg_acc_tag"][-1] >= 90.0
+
+
+def test_saved_run_holds_no_images(digits_run, digits, tmp_path):
+    save_run(digits_run, tmp_path / "run")
+    tensors = load_file(str(tmp_path / "run" / "learner.safetensors"))
+    units = sum(digits_run.learner.ownership.layer_sizes)
+    for name, tensor in tensors.items():
+        kind = name.split(".")[0]
+        assert kind in {"mask", "features", "logits"}, name
+        if kind == "mask":
+            assert tensor.dim() == 1, name
+        elif kind == "features":
+            assert tensor.dim() == 2 and tensor.shape[1] == units, name     # one value per unit
+        else:
+            assert tensor.dim() == 2 and tensor.shape[1] == 2, name         # one value per class
+    loaded = load_run(tmp_path / "run")
+    test = digits.x_test[:64]
+    assert torch.equal(loaded.learner.predict_tag(test), digits_run.learner.predict_tag(test))
+    np.testing.assert_allclose(loaded.learner.recognise(test)["task_probs"],
+                               digits_run.learner.recognise(test)["task_probs"])
+
+
+def test_bad_inputs(digits_run):
+    learner = digits_run.learner
+    with pytest.raises(UserError, match=r"shaped \(N, 1, 8, 8\)"):
+        learner.recognise(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(UserError, match="exactly one image"):
+        learner.explain_task(torch.zeros(2, 1, 8, 8))
