@@ -1,13 +1,17 @@
-"""ReReLRP Explorer: Streamlit entry point (engine status until the pages land)."""
+"""ReReLRP Explorer: Streamlit entry point (page config, navigation, the shared run picker)."""
 import streamlit as st
 
 import rerelrp_core  # noqa: F401  (repairs the torchvision import before anything else)
-from rerelrp_core.status import engine_status
+from ui.state import sidebar
 
-st.set_page_config(page_title="ReReLRP Explorer", layout="wide")
-st.title("ReReLRP Explorer")
-st.caption("Interactive, explainable continual learning: LRP finds each task's critical units, "
-           "the rest is pruned, the critical units are frozen.")
-status = engine_status()
-st.subheader("Engine status")
-st.table([{"item": k, "value": str(v)} for k, v in status.items()])
+st.set_page_config(page_title="ReReLRP Explorer", page_icon="🧠", layout="wide")
+pages = st.navigation([
+    st.Page("pages/explore.py", title="Explore", icon="🔍", default=True),
+    st.Page("pages/train.py", title="Train", icon="🏋️"),
+    st.Page("pages/masking.py", title="Masking", icon="🎭"),
+    st.Page("pages/forgetting.py", title="Forgetting", icon="📉"),
+])
+sidebar()
+st.sidebar.caption("ReReLRP: LRP finds each task's critical units; the rest is pruned from the task's "
+                   "subnetwork and the critical units are frozen (arXiv 2502.10789).")
+pages.run()

@@ -118,6 +118,11 @@ def fashion_mnist_dirs(root=None):
     return dirs
 
 
+def fashion_mnist_available(root=None):
+    """Whether the four Fashion-MNIST files are in one of the searched folders."""
+    return any(all((d / f).exists() for f in FASHION_MNIST_FILES.values()) for d in fashion_mnist_dirs(root))
+
+
 def load_fashion_mnist(root=None, download=False):
     """Full Fashion-MNIST (60,000 train + 10,000 test images, 28x28 grey).
 

@@ -47,6 +47,7 @@ class TrainConfig:
     ref_per_class: reference samples per class for relevance (research default 67).
     max_keep_fraction: optional cap on the share of all units one task may keep.
     reinit_free: re-initialise units no task owns before each new task.
+    keep_snapshots: keep a float16 copy of the weights after every task (for explanation drift).
     recognition: overrides of :class:`~rerelrp_core.recognition.RecognitionConfig` fields.
     seed: seed of initialisation, shuffling and sample draws.
     device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
@@ -66,6 +67,7 @@ class TrainConfig:
     ref_per_class: int = 67
     max_keep_fraction: float = None
     reinit_free: bool = False
+    keep_snapshots: bool = False
     relevance_batch: int = 256
     recognition: dict = field(default_factory=dict)
     seed: int = 0
@@ -409,14 +411,20 @@ class ReReLRP(Learner):
         self.timing["consolidate"] += time.perf_counter() - started
         return result
 
+    def recognition_indices(self, task):
+        """Indices of the validation images (``val_per_class`` per class, seeded) whose relevance
+        vectors join the reference set's for recognition; the rest of validation stays unseen."""
+        generator = torch.Generator().manual_seed(self.config.seed * 1000 + 700 + task.index)
+        picks = []
+        for c in range(task.n_classes):
+            rows = torch.nonzero(task.y_val == c).flatten()
+            picks.append(rows[torch.randperm(len(rows), generator=generator)[:self.recognition.val_per_class]])
+        return torch.cat(picks)
+
     def store_relevance_features(self, task, x_ref):
         """Relevance vectors of task t's reference set plus a validation slice through every
         subnetwork m <= t. Only these vectors (float16) are kept, never the images."""
-        generator = torch.Generator().manual_seed(self.config.seed * 1000 + 700 + task.index)
-        extra = torch.cat([torch.nonzero(task.y_val == c).flatten()[
-            torch.randperm(int((task.y_val == c).sum()), generator=generator)[:self.recognition.val_per_class]]
-            for c in range(task.n_classes)])
-        x = torch.cat([x_ref, task.x_val[extra]])
+        x = torch.cat([x_ref, task.x_val[self.recognition_indices(task)]])
         subnetworks = list(range(task.index + 1))
         feats, _, logits = subnetwork_features(self.model, self.ownership, self.heads, x, subnetworks,
                                                self.config.relevance_batch * 2, self.device)

@@ -170,7 +170,14 @@ def resnet18(input_shape, n_classes):
     return ContinualNet("resnet18", _ResNetBackbone(net), nn.Linear(512, n_classes), unit_layers, input_shape)
 
 
-ARCHITECTURES = {"cnn": small_cnn, "vgg11": vgg11, "resnet18": resnet18}
+def tiny_cnn(input_shape, n_classes):
+    """A half-width default CNN (about 200k parameters) for quick demos."""
+    net = small_cnn(input_shape, n_classes, widths=(16, 32), hidden=128)
+    net.arch = "cnn-small"
+    return net
+
+
+ARCHITECTURES = {"cnn": small_cnn, "cnn-small": tiny_cnn, "vgg11": vgg11, "resnet18": resnet18}
 
 
 def build_model(arch, input_shape, n_classes, seed=0):

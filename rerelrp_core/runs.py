@@ -18,7 +18,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -50,6 +49,7 @@ class Run:
     learner: object
     history: dict = field(default_factory=_empty_history)
     metrics: dict = field(default_factory=dict)
+    snapshots: list = field(default_factory=list)   # float16 weights after each task (optional)
 
     @property
     def tasks_done(self):
@@ -107,6 +107,9 @@ def save_run(run, out):
               str(tmp / "model.safetensors"))
     tensors = {k: v.detach().cpu().contiguous() for k, v in learner.tensor_state().items()}
     save_file(tensors, str(tmp / "learner.safetensors"))
+    if run.snapshots:
+        save_file({f"step{t}.{k}": v.contiguous() for t, snap in enumerate(run.snapshots) for k, v in snap.items()},
+                  str(tmp / "snapshots.safetensors"))
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         os.replace(out, old)
@@ -145,7 +148,7 @@ def load_run(folder, device=None):
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise UserError(f"{folder}: learner.safetensors is missing or damaged ({error}).") from None
     run = Run(config, split, state["dataset"], state["class_names"], state["input_shape"], state["tasks"],
-              learner, state["history"])
+              learner, state["history"], snapshots=_load_snapshots(folder, model, len(state["history"]["acc_taw"])))
     if run.tasks_done:
         run.update_metrics()
     return run
@@ -169,3 +172,18 @@ def _read_state(folder):
                         f"program reads up to {VERSION}); update rerelrp_core.")
     return state
 
+
+def _load_snapshots(folder, model, n_tasks):
+    """The per-task weight snapshots, if the run kept them (checked against the model's keys)."""
+    path = folder / "snapshots.safetensors"
+    if not path.exists():
+        return []
+    try:
+        tensors = load_file(str(path))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise UserError(f"{folder}: snapshots.safetensors is damaged ({error}).") from None
+    keys = model.state_dict().keys()
+    snapshots = [{k: tensors.get(f"step{t}.{k}") for k in keys} for t in range(n_tasks)]
+    if any(v is None for snap in snapshots for v in snap.values()):
+        raise UserError(f"{folder}: snapshots.safetensors does not match the run's model.")
+    return snapshots

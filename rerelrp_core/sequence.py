@@ -43,10 +43,12 @@ def train_sequence(dataset, split, config, progress=None, should_stop=None, on_t
     """
     fresh, tasks = new_run(dataset, split, config)
     run = run or fresh
-    learner = run.learner
+    learner, config = run.learner, run.config
     for task in tasks[run.tasks_done:]:
         learner.train_task(task, progress, should_stop)
         learner.consolidate(task, progress)
+        if config.keep_snapshots:
+            run.snapshots.append({k: v.detach().half().cpu() for k, v in learner.model.state_dict().items()})
         started = time.perf_counter()
         taw, tag, confusion = evaluate_step(learner, tasks[:task.index + 1])
         run.history["acc_taw"].append(taw)

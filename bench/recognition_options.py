@@ -1,0 +1,84 @@
+"""Compare task-recognition options on a trained ReReLRP run, choosing on validation data only.
+
+Subnetwork m never changes after task m, so every option's relevance features can be recomputed
+from the final model. Each option is scored on the validation images its recognisers never saw;
+the test split is printed beside it only for the report.
+
+    .venv/bin/python bench/recognition_options.py RUN_FOLDER
+"""
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import rerelrp_core  # noqa: E402,F401
+from rerelrp_core.data import load_dataset, make_tasks  # noqa: E402
+from rerelrp_core.learner import accuracy  # noqa: E402
+from rerelrp_core.runs import load_run  # noqa: E402
+from common import machine, write_results  # noqa: E402
+
+OPTIONS = {
+    "faithful (top40, ref+100 val)": {},
+    "+logits": {"with_logits": True},
+    "all units": {"top_k": 0},
+    "all units +logits": {"top_k": 0, "with_logits": True},
+    "300 val/class": {"val_per_class": 300},
+    "300 val/class, all units +logits": {"val_per_class": 300, "top_k": 0, "with_logits": True},
+    "chain-full": {"chain": "chain-full"},
+}
+
+
+def recognition_scores(learner, tasks, part):
+    """(task recognition %, TAg %) averaged over tasks, on ``part``: 'heldout' validation or 'test'."""
+    rec, tag = [], []
+    for task in tasks:
+        if part == "test":
+            x, y = task.x_test, task.y_test
+        else:
+            unseen = torch.ones(len(task.y_val), dtype=torch.bool)
+            unseen[learner.recognition_indices(task)] = False
+            x, y = task.x_val[unseen], task.y_val[unseen]
+        result = learner.recognise(x)
+        rec.append(accuracy(result["task"], torch.full_like(y, task.index)))
+        tag.append(accuracy(result["predicted"], y + task.offset))
+    return sum(rec) / len(rec), sum(tag) / len(tag)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run")
+    parser.add_argument("--options", nargs="*", help="subset of option names")
+    args = parser.parse_args()
+    run = load_run(args.run)
+    learner = run.learner
+    tasks = make_tasks(load_dataset(run.dataset), run.split)[:run.tasks_done]
+    meta = machine(learner.device)
+    print(meta)
+    base = learner.recognition
+    rows = []
+    for name, overrides in OPTIONS.items():
+        if args.options and name not in args.options:
+            continue
+        learner.recognition = replace(base, **overrides)
+        learner.features = {}
+        for task in tasks:
+            x_ref, _ = learner.reference_set(task)
+            learner.store_relevance_features(task, x_ref)
+        learner.fit_recognisers()
+        val_rec, val_tag = recognition_scores(learner, tasks, "heldout")
+        test_rec, test_tag = recognition_scores(learner, tasks, "test")
+        rows.append({"option": name, "val_task_rec": round(val_rec, 2), "val_tag": round(val_tag, 2),
+                     "test_task_rec": round(test_rec, 2), "test_tag": round(test_tag, 2)})
+        print(rows[-1], flush=True)
+    print(f"\n{'option':38} {'val rec':>8} {'val TAg':>8} {'test rec':>9} {'test TAg':>9}")
+    for r in rows:
+        print(f"{r['option']:38} {r['val_task_rec']:8.2f} {r['val_tag']:8.2f} {r['test_task_rec']:9.2f} {r['test_tag']:9.2f}")
+    write_results(f"recognition-options-{run.dataset}-seed{run.config.seed}", rows, meta)
+
+
+if __name__ == "__main__":
+    main()

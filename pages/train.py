@@ -1,0 +1,122 @@
+"""Train: build a task sequence, train it task by task with live progress, manage saved runs."""
+import time
+
+import streamlit as st
+
+from rerelrp_core.data import SplitConfig, fashion_mnist_available
+from rerelrp_core.errors import UserError
+from rerelrp_core.learner import LEARNERS, TrainConfig
+from rerelrp_core.models import ARCHITECTURES
+from rerelrp_core.registry import check_name, delete_run, list_runs, rename_run, run_zip
+from ui import figures
+from ui.jobs import TrainingJob
+from ui.state import RUNS_DIR
+
+DATASETS = {"mnist5k": "MNIST-5k (bundled, 28×28 digits)", "digits": "scikit-learn digits (8×8, fastest)",
+            "fashion-mnist": "Fashion-MNIST (full, Debian package)"}
+METHOD_HELP = "rerelrp: prune + freeze + recognise tasks; finetune: no protection (lower bound); " \
+              "joint: trains on all data seen so far (upper bound, stores every image)."
+
+st.title("Train a task sequence")
+job = st.session_state.get("job")
+
+with st.form("train"):
+    c1, c2, c3 = st.columns(3)
+    datasets = [d for d in DATASETS if d != "fashion-mnist" or fashion_mnist_available()]
+    dataset = c1.selectbox("Data set", datasets, format_func=DATASETS.get,
+                           help="Fashion-MNIST appears when its files are installed (apt-get install dataset-fashion-mnist).")
+    n_tasks = c2.selectbox("Tasks", [2, 5, 10], index=1, help="The 10 classes are split evenly, in class order.")
+    method = c3.selectbox("Method", sorted(LEARNERS), index=sorted(LEARNERS).index("rerelrp"), help=METHOD_HELP)
+    c4, c5, c6, c7 = st.columns(4)
+    arch = c4.selectbox("Model", list(ARCHITECTURES), help="cnn: fast default; vgg11/resnet18: torchvision models "
+                        "adapted to small inputs (slow on CPU).")
+    epochs = c5.number_input("Max epochs per task", 1, 100, 5, help="Early stopping on validation may stop sooner.")
+    acc_drop = c6.number_input("acc_drop (points)", 0.0, 20.0, 1.0, 0.5,
+                               help="How much validation accuracy pruning may cost each task.")
+    seed = c7.number_input("Seed", 0, 10_000, 0)
+    name = st.text_input("Run name", f"{dataset}-{method}-{int(time.time()) % 100000}",
+                         help="Letters, digits, '.', '_' or '-'.")
+    submitted = st.form_submit_button("Start training", type="primary",
+                                      disabled=job is not None and job.state == "running")
+
+if submitted:
+    try:
+        check_name(name)
+        job = TrainingJob(dataset, SplitConfig(n_tasks=n_tasks, seed=int(seed)),
+                          TrainConfig(method=method, arch=arch, epochs=int(epochs), acc_drop=float(acc_drop),
+                                      seed=int(seed)), RUNS_DIR, name).start()
+        st.session_state["job"] = job
+    except UserError as error:
+        st.error(str(error))
+
+
+@st.fragment(run_every=1.0)
+def show_progress():
+    """Redrawn every second from the job's progress; the rest of the page stays interactive."""
+    job = st.session_state.get("job")
+    if job is None:
+        st.info("No training in this session yet. Pick the settings above and press Start training.")
+        return
+    latest = job.latest
+    n_tasks = job.split.n_tasks
+    done = job.run.tasks_done if job.run is not None else 0
+    st.progress(done / n_tasks, text=f"{job.name}: {done}/{n_tasks} tasks finished · {job.state} · "
+                                      f"{time.time() - job.started:.0f} s")
+    if latest is not None and job.state == "running":
+        _, stage, step, total, info = latest
+        detail = {"train": lambda: f"training task {info['task']}: epoch {step}/{total}, loss {info['loss']:.3f}, "
+                                   f"validation accuracy {info['val_acc']:.1f}%",
+                  "relevance": lambda: f"task {info['task']}: computing LRP relevance",
+                  "prune": lambda: f"task {info['task']}: pruned {info['pruned']} units, kept {info['kept']} "
+                                   f"({info['passes']} validation passes)",
+                  "recognisers": lambda: f"task {info['task']}: recognisers trained",
+                  "evaluate": lambda: f"task {info['task']} evaluated",
+                  "data": lambda: f"data loaded ({info['images']} training images)"}[stage]()
+        st.caption(detail)
+        if st.button("Cancel training", key="cancel"):
+            job.cancel()
+    if job.state == "failed":
+        st.error(job.error)
+    elif job.state == "cancelled":
+        st.warning(f"Cancelled. The last finished task's checkpoint is kept in {job.partial}.")
+    elif job.state == "finished":
+        st.success(f"Finished and saved as {job.saved_to.name}. Pick it in the sidebar to explore it.")
+    if job.run is not None and job.run.tasks_done:
+        history = job.run.history
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(figures.accuracy_matrix(history["acc_taw"], "Task-aware accuracy (%)"), width="stretch",
+                        key="live_taw")
+        c2.plotly_chart(figures.accuracy_matrix(history["acc_tag"], "Task-agnostic accuracy (%)"), width="stretch",
+                        key="live_tag")
+        if history["capacity"]:
+            free = history["capacity"][-1]
+            st.plotly_chart(figures.stacked_shares({layer: {"frozen": 1 - f, "free": f} for layer, f in free.items()},
+                                                   "Capacity meter: frozen and free units per layer", "share of units"),
+                            width="stretch", key="live_capacity")
+
+
+show_progress()
+
+st.divider()
+st.subheader("Saved runs")
+runs = list_runs(RUNS_DIR)
+if not runs:
+    st.caption(f"No saved run in {RUNS_DIR} yet.")
+for entry in runs:
+    with st.expander(entry["label"]):
+        c1, c2, c3 = st.columns([2, 1, 1])
+        new_name = c1.text_input("New name", entry["name"], key=f"rename-{entry['name']}")
+        if c1.button("Rename", key=f"do-rename-{entry['name']}"):
+            try:
+                rename_run(RUNS_DIR, entry["name"], new_name)
+                st.rerun()
+            except UserError as error:
+                st.error(str(error))
+        c2.download_button("Download (.zip)", run_zip(entry["path"]), f"{entry['name']}.zip", "application/zip",
+                           key=f"download-{entry['name']}")
+        if c3.button("Delete", key=f"delete-{entry['name']}"):
+            try:
+                delete_run(RUNS_DIR, entry["name"])
+                st.rerun()
+            except UserError as error:
+                st.error(str(error))

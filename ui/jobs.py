@@ -1,0 +1,73 @@
+"""Training off the script thread: a job object the Train page polls for progress.
+
+The job lives in the user's ``st.session_state``, so other sessions never see it. Checkpoints go to
+a hidden folder of the run registry after every finished task; the finished run is moved to its
+final name, and a cancelled or failed run keeps its last finished task there to resume from.
+"""
+import os
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from rerelrp_core.data import load_dataset
+from rerelrp_core.errors import UserError
+from rerelrp_core.learner import Cancelled
+from rerelrp_core.runs import save_run
+from rerelrp_core.sequence import train_sequence
+
+
+class TrainingJob:
+    """Trains one task sequence in a background thread and records its progress."""
+
+    def __init__(self, dataset, split, config, runs_dir, name):
+        self.dataset, self.split, self.config, self.name = dataset, split, config, name
+        self.runs_dir = Path(runs_dir)
+        self.partial = self.runs_dir / ".partial" / f"{name}-{uuid.uuid4().hex[:8]}"
+        self.stop_event = threading.Event()
+        self.events = []            # (time, stage, done, total, info) in order
+        self.run = None
+        self.error = None
+        self.state = "running"      # running | finished | cancelled | failed
+        self.saved_to = None
+        self.started = time.time()
+        self.thread = threading.Thread(target=self._work, daemon=True, name=f"train-{name}")
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def cancel(self):
+        self.stop_event.set()
+
+    @property
+    def latest(self):
+        return self.events[-1] if self.events else None
+
+    def _progress(self, stage, done, total, info):
+        self.events.append((time.time(), stage, done, total, dict(info)))
+
+    def _checkpoint(self, run):
+        self.run = run
+        save_run(run, self.partial)
+
+    def _work(self):
+        try:
+            dataset = load_dataset(self.dataset)
+            self._progress("data", 1, 1, {"images": len(dataset.x_train)})
+            self.run = train_sequence(dataset, self.split, self.config, progress=self._progress,
+                                      should_stop=self.stop_event.is_set, on_task_end=self._checkpoint)
+            target = self.runs_dir / self.name
+            if target.exists():
+                target = self.runs_dir / f"{self.name}-{uuid.uuid4().hex[:6]}"
+            os.replace(self.partial, target)
+            self.saved_to = target
+            self.state = "finished"
+        except Cancelled:
+            self.state = "cancelled"
+        except UserError as error:
+            self.error, self.state = str(error), "failed"
+        except Exception as error:  # a bug or an environment problem: keep the page alive, show it
+            self.error = f"Training failed: {error!r}\n{traceback.format_exc(limit=3)}"
+            self.state = "failed"

@@ -1,0 +1,94 @@
+"""Per-session state and shared caches for the app.
+
+Heavy read-only objects (data sets, saved runs) are loaded once per server with
+``st.cache_resource`` and shared by all sessions; a lock per run serialises the core calls that
+temporarily set subnetwork masks on its model. Uploads, selections and runs in progress live in
+``st.session_state``, so sessions never see each other's.
+"""
+import os
+import threading
+from pathlib import Path
+
+import streamlit as st
+
+import rerelrp_core  # noqa: F401
+from rerelrp_core.data import SplitConfig, load_dataset, make_tasks
+from rerelrp_core.errors import UserError
+from rerelrp_core.registry import list_runs
+from rerelrp_core.runs import load_run
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_RUN = ROOT / "assets" / "demo-run"
+RUNS_DIR = Path(os.environ.get("RERELRP_RUNS", ROOT / "runs"))
+
+
+@st.cache_resource(show_spinner="Loading run…", max_entries=8)
+def _cached_run(path, stamp):
+    return load_run(path, device="cpu"), threading.Lock()
+
+
+@st.cache_resource(show_spinner="Loading data set…", max_entries=4)
+def cached_tasks(dataset, split_json):
+    split = SplitConfig(**split_json)
+    return make_tasks(load_dataset(dataset), split)
+
+
+def available_runs():
+    """(label, path) of the demo run and every saved run, newest first."""
+    runs = [("demo: MNIST-5k, 5 tasks (bundled)", DEMO_RUN)] if (DEMO_RUN / "run.json").exists() else []
+    return runs + [(entry["label"], entry["path"]) for entry in list_runs(RUNS_DIR)]
+
+
+def open_run(path):
+    """The shared (run, lock) for a saved run folder; reloaded when the folder changes."""
+    path = Path(path)
+    stamp = (path / "run.json").stat().st_mtime if (path / "run.json").exists() else 0
+    return _cached_run(str(path), stamp)
+
+
+def current_run():
+    """(run, lock, label) the user picked in the sidebar, or (None, None, None)."""
+    choice = st.session_state.get("run_path")
+    if choice is None:          # nothing picked yet (or the page runs alone): the first run listed
+        runs = available_runs()
+        if not runs:
+            return None, None, None
+        st.session_state["run_label"], choice = runs[0][0], str(runs[0][1])
+        st.session_state["run_path"] = choice
+    try:
+        run, lock = open_run(choice)
+    except UserError as error:
+        st.error(str(error))
+        return None, None, None
+    return run, lock, st.session_state.get("run_label")
+
+
+def run_tasks(run):
+    """The run's tasks (test and validation data) from the shared data cache."""
+    return cached_tasks(run.dataset, vars(run.split))
+
+
+def sidebar():
+    """The run picker shared by every page."""
+    runs = available_runs()
+    st.sidebar.header("Run")
+    if not runs:
+        st.sidebar.info("No run yet: train one on the Train page.")
+        return
+    labels = [label for label, _ in runs]
+    current = st.session_state.get("run_label")
+    index = labels.index(current) if current in labels else 0
+    label = st.sidebar.selectbox("Run to explore", labels, index=index,
+                                 help="The bundled demo run, or any run saved from the Train page or the CLI.")
+    st.session_state["run_label"] = label
+    st.session_state["run_path"] = str(dict(runs)[label])
+    run, _, _ = current_run()
+    if run is not None:
+        m = run.metrics
+        st.sidebar.caption(f"{run.dataset} · {run.config.method} · {run.config.arch} · "
+                           f"{run.tasks_done} task(s)")
+        if m:
+            st.sidebar.metric("Average TAw accuracy", f"{m['avg_acc_taw'][-1]:.1f}%",
+                              help="Task-aware: the task label is given, each task predicted by its own subnetwork.")
+            st.sidebar.metric("Average TAg accuracy", f"{m['avg_acc_tag'][-1]:.1f}%",
+                              help="Task-agnostic: the task is unknown and must be recognised first.")
