@@ -10,7 +10,7 @@ import torch
 from .errors import UserError
 from .images import open_image, to_input
 from .learner import accuracy, batched_logits
-from .relevance import input_heatmap, lrp_context, normalise, recording, relevance_batch
+from .relevance import input_heatmap
 
 
 def prepare_upload(run, data, invert="auto"):
@@ -28,54 +28,38 @@ def class_name(run, global_row):
 
 
 def explain_image(run, x):
-    """Prediction, recognised task and per-subnetwork heatmaps and unit relevance for one image.
+    """Prediction, recognised task and per-subnetwork heatmaps and unit relevance for one image,
+    all from one batched LRP pass through every subnetwork.
 
     Returns a dict with ``predicted`` (global row), ``class_name``, ``task`` (recognised),
-    ``task_probs``, ``recognisers`` (why this task), and ``subnetworks``: per task m its
-    within-task ``prediction`` name, ``heatmap`` (H, W) and ``unit_relevance`` (per layer arrays).
+    ``task_probs`` (None without recognisers), ``recognisers`` (why this task), and ``subnetworks``:
+    per task m its within-task ``prediction`` name, ``heatmap`` (H, W), and per-layer
+    ``unit_relevance`` and ``unit_activation`` arrays.
     """
     learner = run.learner
-    learner.model.check_input(x)
-    n_tasks = run.tasks_done
-    if n_tasks == 0:
+    if len(x) != 1:
+        raise UserError(f"Explain takes exactly one image, got {len(x)}.")
+    if run.tasks_done == 0:
         raise UserError("This run has no finished task to explain yet.")
-    if hasattr(learner, "explain_task") and learner.recognisers:
-        why = learner.explain_task(x)
+    if getattr(learner, "recognisers", None) is not None and learner.ownership.n_tasks:
+        result = learner.recognise(x, want_input=True)
+        sub, task, probs = result["subnetworks"], int(result["task"][0]), result["task_probs"][0].tolist()
+        predicted, why = int(result["predicted"][0]), learner.explain_task(result)
     else:
-        row = int(learner.predict_tag(x)[0])
-        why = {"task": _task_of_row(run, row), "predicted": row, "task_probs": None, "recognisers": []}
-    subnetworks = []
-    for m in range(n_tasks):
-        offset, n = learner.heads[m]
-        masks = learner.task_masks(m)
-        within = int(learner.predict_taw(x, m)[0])
-        target = torch.tensor([offset + within])
-        heat = input_heatmap(learner.model, x, target, masks=masks).sum(1)[0].cpu().numpy()
-        units = unit_relevance_and_activation(learner.model, x, target, masks)
-        subnetworks.append({"task": m, "prediction": run.tasks[m]["class_names"][within],
-                            "heatmap": heat, **units})
-    return {"predicted": why["predicted"], "class_name": class_name(run, why["predicted"]),
-            "task": why["task"], "task_probs": why["task_probs"], "recognisers": why["recognisers"],
-            "subnetworks": subnetworks}
+        sub = learner.subnetworks(x, want_input=True)
+        predicted = int(learner.predict_tag(x)[0])
+        task, probs, why = _task_of_row(run, predicted), None, []
+    sizes = learner.model.layer_sizes()
+    split = lambda vector: [part.numpy() for part in torch.split(vector[0], sizes)]
+    subnetworks = [{"task": m, "prediction": run.tasks[m]["class_names"][int(sub.predictions[m][0])],
+                    "heatmap": sub.heatmaps[m][0].sum(0).numpy(), "unit_relevance": split(sub.features[m]),
+                    "unit_activation": split(sub.activations[m])} for m in range(run.tasks_done)]
+    return {"predicted": predicted, "class_name": class_name(run, predicted), "task": task, "task_probs": probs,
+            "recognisers": why, "subnetworks": subnetworks}
 
 
 def _task_of_row(run, row):
     return next(t["index"] for t in run.tasks if t["offset"] <= row < t["offset"] + len(t["classes"]))
-
-
-def unit_relevance_and_activation(model, x, target_rows, masks=None):
-    """For one batch: normalised relevance and mean activation of every unit, per layer (numpy)."""
-    device = next(model.parameters()).device
-    model.set_masks(None if masks is None else [m.to(device) for m in masks])
-    with lrp_context(model) as modified:
-        units, _, _ = relevance_batch(modified, model, x.to(device), target_rows.to(device))
-    with torch.no_grad(), recording(model) as records:
-        model.eval()
-        model(x.to(device))
-    model.set_masks(None)
-    activation = [r.mean(dim=tuple(range(2, r.dim()))) if r.dim() > 2 else r for r in records]
-    return {"unit_relevance": [r[0].detach().cpu().numpy() for r in normalise(units)],
-            "unit_activation": [a[0].detach().cpu().numpy() for a in activation]}
 
 
 def unit_owners(run):

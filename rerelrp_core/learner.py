@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from .errors import UserError
 from .masks import Freezer, UnitOwnership
 from .pruning import search_pruning
-from .recognition import (RecognitionConfig, Recogniser, chain_probabilities, feature_matrix,
-                          subnetwork_features)
+from .recognition import RecognitionConfig, Recogniser, chain_probabilities, feature_matrix, subnetwork_pass
 from .relevance import unit_relevance
 
 
@@ -154,6 +153,18 @@ class Learner:
     def task_masks(self, k):
         """Subnetwork masks for task k's task-aware prediction (None = the whole network)."""
         return None
+
+    def stacked_task_masks(self, tasks):
+        """Per unit layer, a (len(tasks), units) stack of the tasks' masks; None = whole network."""
+        return None
+
+    def subnetworks(self, x, tasks=None, want_input=False):
+        """:func:`~rerelrp_core.recognition.subnetwork_pass` of ``x`` through the given tasks'
+        subnetworks (default: all seen tasks)."""
+        self.model.check_input(x)
+        tasks = list(range(len(self.heads))) if tasks is None else list(tasks)
+        return subnetwork_pass(self.model, self.stacked_task_masks(tasks), self.heads, x, tasks,
+                               self.config.relevance_batch * 2, self.device, want_input)
 
     def json_state(self):
         """Method-specific state that is saved as JSON with a run (tensors are saved separately)."""
@@ -333,6 +344,9 @@ class ReReLRP(Learner):
     def task_masks(self, k):
         return self.ownership.task_mask(k, self.device) if k < self.ownership.n_tasks else None
 
+    def stacked_task_masks(self, tasks):
+        return self.ownership.stacked_masks(tasks, 1)
+
     def stored_bytes(self, k):
         """Head rows, task k's keep masks (one byte per unit, as saved), the relevance features of
         task k's samples (through every subnetwork) and recogniser k's trees."""
@@ -425,11 +439,9 @@ class ReReLRP(Learner):
         """Relevance vectors of task t's reference set plus a validation slice through every
         subnetwork m <= t. Only these vectors (float16) are kept, never the images."""
         x = torch.cat([x_ref, task.x_val[self.recognition_indices(task)]])
-        subnetworks = list(range(task.index + 1))
-        feats, _, logits = subnetwork_features(self.model, self.ownership, self.heads, x, subnetworks,
-                                               self.config.relevance_batch * 2, self.device)
-        for m in subnetworks:
-            self.features[(m, task.index)] = (feats[m].half(), logits[m].half())
+        result = self.subnetworks(x, range(task.index + 1))
+        for m in range(task.index + 1):
+            self.features[(m, task.index)] = (result.features[m].half(), result.logits[m].half())
 
     def fit_recognisers(self):
         """(Re)train recogniser m for every m < last task: own samples vs later tasks' samples."""
@@ -441,49 +453,46 @@ class ReReLRP(Learner):
                 matrix(m, m), np.concatenate([matrix(m, k) for k in range(m + 1, last + 1)]))
             for m in range(last)]
 
-    def recognise(self, x):
+    def recognise(self, x, want_input=False):
         """Task-agnostic prediction with details for a batch ``x``.
 
         Returns a dict: ``task_probs`` (N, T) chain probabilities, ``task`` (N,) recognised task,
         ``within`` (T, N) each subnetwork's within-task class, ``predicted`` (N,) global class,
-        ``recogniser_probs`` (N, T-1), ``features`` (list of T (N, units) relevance tensors) and
-        ``logits`` (list of T (N, classes of that task) head outputs).
+        ``recogniser_probs`` (N, T-1), ``matrices`` (the recognisers' inputs per subnetwork) and
+        ``subnetworks``: the :class:`~rerelrp_core.recognition.SubnetworkPass` it came from
+        (with input heatmaps when ``want_input``).
         """
-        self.model.check_input(x)
-        tasks = list(range(self.ownership.n_tasks))
-        if not tasks:
+        if not self.ownership.n_tasks:
             raise UserError("The run has no trained task yet.")
-        feats, within, logits = subnetwork_features(self.model, self.ownership, self.heads, x, tasks,
-                                                    self.config.relevance_batch * 2, self.device)
-        p = np.stack([r.probability(feature_matrix(feats[m], logits[m], self.recognition.with_logits))
-                      for m, r in enumerate(self.recognisers)], axis=1) if self.recognisers else np.zeros((len(x), 0))
+        sub = self.subnetworks(x, want_input=want_input)
+        matrices = [feature_matrix(f, l, self.recognition.with_logits) for f, l in zip(sub.features, sub.logits)]
+        p = (np.stack([r.probability(matrices[m]) for m, r in enumerate(self.recognisers)], axis=1)
+             if self.recognisers else np.zeros((len(x), 0)))
         probs = chain_probabilities(p, self.recognition.chain)
         task = torch.from_numpy(probs.argmax(1))
-        within = torch.stack(within)
+        within = torch.stack(sub.predictions)
         offsets = torch.tensor([offset for offset, _ in self.heads])
         predicted = offsets[task] + within.gather(0, task.unsqueeze(0)).squeeze(0)
         return {"task_probs": probs, "task": task, "within": within, "predicted": predicted,
-                "recogniser_probs": p, "features": feats, "logits": logits}
+                "recogniser_probs": p, "matrices": matrices, "subnetworks": sub}
 
     def unit_names(self):
         """(layer name, unit index) of every column of a relevance vector."""
         return [(layer.name, u) for layer in self.model.unit_layers for u in range(layer.n_units)]
 
-    def explain_task(self, x, n_features=8):
-        """Why one input (a (1, C, H, W) batch) was given its task: every recogniser's probability and
-        the features that weigh most in it, named (layer, unit), with this input's relevance there."""
-        if len(x) != 1:
-            raise UserError(f"explain_task takes exactly one image, got {len(x)}.")
-        result = self.recognise(x)
+    def explain_task(self, result, row=0, n_features=8):
+        """Why input ``row`` of a :meth:`recognise` result got its task: every recogniser's
+        probability and the features that weigh most in it, named (layer, unit), with this
+        input's relevance there."""
         names = self.unit_names()
         recognisers = []
         for m, recogniser in enumerate(self.recognisers):
-            row = feature_matrix(result["features"][m], result["logits"][m], self.recognition.with_logits)[0]
             top = [{"layer": names[c][0], "unit": names[c][1], "importance": imp, "relevance": value}
-                   for c, imp, value in recogniser.top_features(row, n_features) if c < len(names)]
-            recognisers.append({"task": m, "probability": float(result["recogniser_probs"][0, m]), "features": top})
-        return {"task": int(result["task"][0]), "task_probs": result["task_probs"][0].tolist(),
-                "predicted": int(result["predicted"][0]), "recognisers": recognisers}
+                   for c, imp, value in recogniser.top_features(result["matrices"][m][row], n_features)
+                   if c < len(names)]
+            recognisers.append({"task": m, "probability": float(result["recogniser_probs"][row, m]),
+                                "features": top})
+        return recognisers
 
     def predict_tag(self, x):
         if len(self.recognisers) != max(0, self.ownership.n_tasks - 1):

@@ -10,6 +10,7 @@ All subnetworks run in one batched pass: the inputs are stacked once per subnetw
 its subnetwork's mask, and one forward + one LRP backward give every relevance vector at once.
 """
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -45,17 +46,26 @@ class RecognitionConfig:
     val_per_class: int = 100
 
 
-def subnetwork_features(model, ownership, heads, x, tasks, batch_size=512, device=None):
-    """Relevance vectors of ``x`` through each subnetwork in ``tasks``, in one batched pass per chunk.
+class SubnetworkPass(NamedTuple):
+    """Per subnetwork (list index = position in ``tasks``) results of :func:`subnetwork_pass`."""
+    features: list       # (N, units) normalised relevance, all unit layers concatenated
+    predictions: list    # (N,) within-task class the subnetwork predicts
+    logits: list         # (N, classes of that task) head outputs
+    activations: list    # (N, units) summed unit outputs (what the flows are weighted by)
+    heatmaps: list       # (N, C, H, W) input relevance, or None unless want_input
 
-    Returns (features, predictions, logits): features[i] is an (N, units) float tensor (all unit
-    layers concatenated, each normalised per sample), predictions[i] the within-task class that
-    subnetwork tasks[i] predicts, logits[i] (N, n_classes of that task) its head outputs.
+
+def subnetwork_pass(model, task_masks, heads, x, tasks, batch_size=512, device=None, want_input=False):
+    """Every input of ``x`` through each subnetwork of ``tasks`` in one batched LRP pass per chunk:
+    the chunk is stacked once per subnetwork, each copy gets its subnetwork's masks, and relevance
+    starts from each copy's own within-task prediction.
+
+    task_masks: per unit layer a (len(tasks), units) mask tensor, or None for the whole network.
     """
     device = device or next(model.parameters()).device
     n_sub = len(tasks)
     chunk = max(1, batch_size // n_sub)
-    feats, preds, logit_parts = [[] for _ in tasks], [[] for _ in tasks], [[] for _ in tasks]
+    parts = {name: [[] for _ in tasks] for name in SubnetworkPass._fields}
     # allowed[i, c]: output row c belongs to subnetwork tasks[i]'s head slice
     allowed = torch.zeros(n_sub, model.n_classes, dtype=torch.bool, device=device)
     for i, t in enumerate(tasks):
@@ -64,25 +74,30 @@ def subnetwork_features(model, ownership, heads, x, tasks, batch_size=512, devic
         for begin in range(0, len(x), chunk):
             xb = x[begin:begin + chunk].to(device)
             n = len(xb)
-            model.set_masks(ownership.stacked_masks(tasks, n, device))
+            if task_masks is not None:
+                model.set_masks([m.to(device).repeat_interleave(n, dim=0) for m in task_masks])
             row_allowed = allowed.repeat_interleave(n, dim=0)
 
             def own_prediction(logits):
                 # each row's target: the best class inside its own subnetwork's head slice
                 return logits.masked_fill(~row_allowed, -torch.inf).argmax(1)
 
-            units, _, logits = relevance_batch(modified, model, xb.repeat(n_sub, *[1] * (xb.dim() - 1)),
-                                               own_prediction)
-            vector = torch.cat(normalise(units), dim=1).detach()
+            result = relevance_batch(modified, model, xb.repeat(n_sub, *[1] * (xb.dim() - 1)), own_prediction,
+                                     want_input=want_input)
+            vector = torch.cat(normalise(result.units), dim=1).detach().cpu()
+            activation = torch.cat(result.activations, dim=1).cpu()
             for i, t in enumerate(tasks):
                 rows = slice(i * n, (i + 1) * n)
-                feats[i].append(vector[rows].cpu())
-                sub_logits = logits[rows, heads[t][0]:heads[t][0] + heads[t][1]].cpu()
-                logit_parts[i].append(sub_logits)
-                preds[i].append(sub_logits.argmax(1))
+                sub_logits = result.logits[rows, heads[t][0]:heads[t][0] + heads[t][1]].cpu()
+                parts["features"][i].append(vector[rows])
+                parts["logits"][i].append(sub_logits)
+                parts["predictions"][i].append(sub_logits.argmax(1))
+                parts["activations"][i].append(activation[rows])
+                if want_input:
+                    parts["heatmaps"][i].append(result.input[rows].detach().cpu())
     model.set_masks(None)
-    cat = lambda parts: [torch.cat(p) for p in parts]
-    return cat(feats), cat(preds), cat(logit_parts)
+    return SubnetworkPass(**{name: [torch.cat(p) for p in lists] if (name != "heatmaps" or want_input) else None
+                             for name, lists in parts.items()})
 
 
 def chain_probabilities(p, chain="chain"):
@@ -113,6 +128,7 @@ class Recogniser:
         self.seed = seed
         self.columns = None
         self.forest = None
+        self.importances = None
 
     def fit(self, own, others):
         """own / others: (n, d) feature arrays of task m's samples and later tasks' samples."""
@@ -130,6 +146,8 @@ class Recogniser:
 
     def probability(self, features):
         """P(input belongs to task m) for every row of ``features``."""
+        # joblib's start-up costs more than it saves on a handful of rows (one uploaded image)
+        self.forest.n_jobs = 1 if len(features) < 256 else -1
         proba = self.forest.predict_proba(features[:, self.columns])
         return proba[:, list(self.forest.classes_).index(1.0)] if 1.0 in self.forest.classes_ else np.zeros(len(features))
 
@@ -140,8 +158,10 @@ class Recogniser:
 
     def top_features(self, features_row, n=8):
         """The (column, importance, value) of the n most important features for one input."""
-        order = np.argsort(-self.forest.feature_importances_)[:n]
-        return [(int(self.columns[i]), float(self.forest.feature_importances_[i]), float(features_row[self.columns[i]]))
+        if self.importances is None:   # sklearn recomputes them from every tree on each access
+            self.importances = self.forest.feature_importances_
+        order = np.argsort(-self.importances)[:n]
+        return [(int(self.columns[i]), float(self.importances[i]), float(features_row[self.columns[i]]))
                 for i in order]
 
 

@@ -7,6 +7,7 @@ the gradient at the layer's UnitMask output, summed over spatial positions. One 
 batch gives every layer at once (and the input heatmap).
 """
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from zennit.composites import EpsilonPlusFlat
@@ -45,11 +46,18 @@ def normalise(per_layer):
     return [r / r.abs().sum(dim=1, keepdim=True).clamp_min(1e-12) for r in per_layer]
 
 
+class LRPPass(NamedTuple):
+    """What one LRP pass over a batch gives."""
+    units: list          # per layer, raw unit relevance (N, units)
+    input: object        # input heatmap (N, C, H, W), or None when not asked for
+    logits: object       # (N, outputs), detached
+    activations: list    # per layer, the mean output of every unit (N, units), detached
+
+
 def relevance_batch(modified, model, x, target_rows, want_input=False):
     """One LRP pass over batch ``x`` through the hooked model ``modified``, started from output row
     ``target_rows[i]`` for sample i (its relevance is that logit's value); ``target_rows`` may also
-    be a function of the logits that returns the rows. Returns (raw unit relevance per layer as (N, units) tensors,
-    input heatmap (N, C, H, W) or None, logits)."""
+    be a function of the logits that returns the rows."""
     x = x.detach().requires_grad_(want_input)
     with recording(model) as records:
         logits = modified(x)
@@ -62,8 +70,13 @@ def relevance_batch(modified, model, x, target_rows, want_input=False):
         start[picked, target_rows] = logits.detach()[picked, target_rows]
         wrt = records + ([x] if want_input else [])
         grads = torch.autograd.grad(logits, wrt, grad_outputs=start)
-    units = [g.sum(dim=tuple(range(2, g.dim()))) if g.dim() > 2 else g for g in grads[:len(records)]]
-    return units, (grads[-1] if want_input else None), logits.detach()
+    return LRPPass([_per_unit(g) for g in grads[:len(records)]], grads[-1] if want_input else None,
+                   logits.detach(), [_per_unit(r.detach()) for r in records])
+
+
+def _per_unit(tensor):
+    """(N, units, ...) -> (N, units), summing conv maps over their spatial positions."""
+    return tensor.sum(dim=tuple(range(2, tensor.dim()))) if tensor.dim() > 2 else tensor
 
 
 def unit_relevance(model, x, target_rows, masks=None, batch_size=256, device=None):
@@ -82,8 +95,8 @@ def unit_relevance(model, x, target_rows, masks=None, batch_size=256, device=Non
         for start in range(0, len(x), batch_size):
             stop = start + batch_size
             model.set_masks(_rows(masks, start, stop, device))
-            units, _, _ = relevance_batch(modified, model, x[start:stop].to(device),
-                                          target_rows[start:stop].to(device))
+            units = relevance_batch(modified, model, x[start:stop].to(device),
+                                    target_rows[start:stop].to(device)).units
             for i, r in enumerate(normalise(units)):
                 out[i].append(r.detach())
     model.set_masks(None)
@@ -95,7 +108,7 @@ def input_heatmap(model, x, target_rows, masks=None, device=None):
     device = device or next(model.parameters()).device
     with lrp_context(model) as modified:
         model.set_masks(_rows(masks, 0, len(x), device))
-        _, heat, _ = relevance_batch(modified, model, x.to(device), target_rows.to(device), want_input=True)
+        heat = relevance_batch(modified, model, x.to(device), target_rows.to(device), want_input=True).input
     model.set_masks(None)
     return heat.detach()
 

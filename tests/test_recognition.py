@@ -7,7 +7,8 @@ from safetensors.torch import load_file
 
 from rerelrp_core.data import SplitConfig
 from rerelrp_core.errors import UserError
-from rerelrp_core.recognition import chain_probabilities, subnetwork_features
+from rerelrp_core.explain import explain_image
+from rerelrp_core.recognition import chain_probabilities, subnetwork_pass
 from rerelrp_core.runs import load_run, save_run
 from rerelrp_core.sequence import train_sequence
 
@@ -17,14 +18,15 @@ from conftest import small_config
 def test_batched_pass_equals_each_subnetwork_alone(digits_run, digits_tasks):
     learner = digits_run.learner
     x = digits_tasks[1].x_test[:20]
-    feats, preds, logits = subnetwork_features(learner.model, learner.ownership, learner.heads, x, [0, 1, 2])
+    together = learner.subnetworks(x, want_input=True)
     for m in range(3):
-        f1, p1, l1 = subnetwork_features(learner.model, learner.ownership, learner.heads, x, [m], batch_size=7)
-        torch.testing.assert_close(feats[m], f1[0], rtol=1e-4, atol=1e-6)
-        assert torch.equal(preds[m], p1[0])
-        torch.testing.assert_close(logits[m], l1[0])
+        alone = subnetwork_pass(learner.model, learner.stacked_task_masks([m]), learner.heads, x, [m],
+                                batch_size=7, want_input=True)
+        for field in ("features", "logits", "activations", "heatmaps"):
+            torch.testing.assert_close(getattr(together, field)[m], getattr(alone, field)[0], rtol=1e-4, atol=1e-6)
+        assert torch.equal(together.predictions[m], alone.predictions[0])
         # the same as plain task-aware prediction through subnetwork m
-        assert torch.equal(preds[m], learner.predict_taw(x, m))
+        assert torch.equal(together.predictions[m], learner.predict_taw(x, m))
 
 
 @pytest.mark.parametrize("chain", ["chain", "chain-full"])
@@ -43,9 +45,9 @@ def test_recognise_outputs(digits_run, digits_tasks):
     np.testing.assert_allclose(result["task_probs"].sum(1), 1.0)
     assert result["within"].shape == (3, 30) and result["predicted"].shape == (30,)
     assert torch.equal(result["task"], torch.from_numpy(result["task_probs"].argmax(1)))
-    explanation = learner.explain_task(x[:1])
-    assert len(explanation["recognisers"]) == 2
-    top = explanation["recognisers"][0]["features"][0]
+    explanation = learner.explain_task(result, row=0)
+    assert len(explanation) == 2 and explanation[1]["probability"] == result["recogniser_probs"][0, 1]
+    top = explanation[0]["features"][0]
     assert top["layer"] in {"conv1", "conv2", "fc1"} and isinstance(top["unit"], int)
 
 
@@ -82,4 +84,4 @@ def test_bad_inputs(digits_run):
     with pytest.raises(UserError, match=r"shaped \(N, 1, 8, 8\)"):
         learner.recognise(torch.zeros(2, 3, 8, 8))
     with pytest.raises(UserError, match="exactly one image"):
-        learner.explain_task(torch.zeros(2, 1, 8, 8))
+        explain_image(digits_run, torch.zeros(2, 1, 8, 8))

@@ -26,7 +26,7 @@ def test_relevance_conserved_as_the_rules_promise(digits_run, digits_tasks):
     x, rows = task.x_val[:24], task.y_val[:24] + task.offset
     model.set_masks(learner.task_masks(1))
     with lrp_context(model) as modified:
-        units, heat, logits = relevance_batch(modified, model, x, rows, want_input=True)
+        units, heat, logits, _ = relevance_batch(modified, model, x, rows, want_input=True)
     model.set_masks(None)
     conv1, conv2, fc1 = [u.detach().sum(1) for u in units]
     explained = logits[torch.arange(len(x)), rows] - model.head.bias.detach()[rows]
