@@ -54,8 +54,7 @@ with st.spinner("Running every subnetwork with LRP…"), lock:
     names = layer_names(run)
 
 left, right = st.columns([1, 2])
-left.plotly_chart(figures.image(x[0].numpy(), "What the model sees"), width="stretch")
-left.caption(caption)
+left.image(figures.image(x[0].numpy(), scale=max(1, 224 // x.shape[-1])), caption=f"What the model sees: {caption}")
 right.metric("Predicted class", result["class_name"],
              help="Task-agnostic prediction: the recognised task's subnetwork picks the class.")
 right.metric("Recognised task", f"task {result['task']}",

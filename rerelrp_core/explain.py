@@ -41,7 +41,7 @@ def explain_image(run, x):
         raise UserError(f"Explain takes exactly one image, got {len(x)}.")
     if run.tasks_done == 0:
         raise UserError("This run has no finished task to explain yet.")
-    if getattr(learner, "recognisers", None) is not None and learner.ownership.n_tasks:
+    if getattr(learner, "has_recognition", False):
         result = learner.recognise(x, want_input=True)
         sub, task, probs = result["subnetworks"], int(result["task"][0]), result["task_probs"][0].tolist()
         predicted, why = int(result["predicted"][0]), learner.explain_task(result)

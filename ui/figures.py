@@ -36,19 +36,14 @@ def curves(series, title, y_title="average accuracy (%)"):
     return fig
 
 
-def image(array, title):
-    """What the model sees: a grey (H, W) or colour (3, H, W) array in [0, 1]."""
+def image(array, scale=8):
+    """What the model sees, as a Pillow image upscaled without smoothing (a grey (1, H, W) or colour
+    (3, H, W) array in [0, 1])."""
+    from PIL import Image
     array = np.asarray(array)
-    if array.ndim == 3 and array.shape[0] == 3:
-        fig = go.Figure(go.Image(z=(array.transpose(1, 2, 0) * 255).astype(np.uint8)))
-    else:
-        fig = go.Figure(go.Heatmap(z=array.squeeze(), colorscale="gray", showscale=False,
-                                   hovertemplate="x %{x}, y %{y}: %{z:.2f}<extra></extra>"))
-        fig.update_yaxes(autorange="reversed", scaleanchor="x")
-    fig.update_layout(title=title, height=260, margin=dict(l=5, r=5, t=35, b=5))
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return fig
+    pixels = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    picture = Image.fromarray(pixels[0]) if pixels.shape[0] == 1 else Image.fromarray(pixels.transpose(1, 2, 0))
+    return picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
 
 
 def heatmaps(maps, titles):
@@ -80,11 +75,18 @@ def pathways(layer_names, owners, relevance, flows, title):
     positions = [np.linspace(0, 1, len(o)) if len(o) > 1 else np.array([0.5]) for o in owners]
     peak = max(float(np.abs(r).max()) for r in relevance) or 1.0
     strongest = max((abs(f[4]) for f in flows), default=1.0) or 1.0
+    # one trace per (sign, width bucket) with None-separated segments: a browser draws a handful of
+    # traces fast, but slows down with one trace per edge
+    buckets = {}
     for lower, i, upper, j, flow in flows:
-        fig.add_trace(go.Scatter(x=[lower, upper], y=[positions[lower][i], positions[upper][j]], mode="lines",
-                                 line=dict(width=0.5 + 4 * abs(flow) / strongest,
-                                           color="rgba(214,39,40,0.45)" if flow > 0 else "rgba(31,119,180,0.45)"),
-                                 hoverinfo="skip", showlegend=False))
+        key = (flow > 0, min(3, int(4 * abs(flow) / strongest)))
+        xs, ys = buckets.setdefault(key, ([], []))
+        xs += [lower, upper, None]
+        ys += [positions[lower][i], positions[upper][j], None]
+    for (positive, width), (xs, ys) in buckets.items():
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
+                                 line=dict(width=0.6 + 1.3 * width,
+                                           color="rgba(214,39,40,0.45)" if positive else "rgba(31,119,180,0.45)")))
     tasks = sorted({int(t) for o in owners for t in o})
     for task in tasks:
         xs, ys, sizes, hover = [], [], [], []

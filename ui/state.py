@@ -22,9 +22,29 @@ DEMO_RUN = ROOT / "assets" / "demo-run"
 RUNS_DIR = Path(os.environ.get("RERELRP_RUNS", ROOT / "runs"))
 
 
+_PRELOADED = {}   # (path, stamp) -> (run, lock), filled by preload() before the server takes visitors
+
+
 @st.cache_resource(show_spinner="Loading run…", max_entries=8)
 def _cached_run(path, stamp):
-    return load_run(path, device="cpu"), threading.Lock()
+    return _PRELOADED.get((path, stamp)) or (load_run(path, device="cpu"), threading.Lock())
+
+
+def preload(path):
+    """Open a run and explain one of its test images once, outside any session (see ui/serve.py)."""
+    from rerelrp_core.explain import explain_image
+    path = Path(path)
+    if not (path / "run.json").exists():
+        return
+    run = load_run(path, device="cpu")
+    _PRELOADED[(str(path), _stamp(path))] = (run, threading.Lock())
+    tasks = cached_tasks.__wrapped__(run.dataset, vars(run.split)) if run.tasks_done else None
+    if tasks:
+        explain_image(run, tasks[0].x_test[:1])
+
+
+def _stamp(path):
+    return (path / "run.json").stat().st_mtime if (path / "run.json").exists() else 0
 
 
 @st.cache_resource(show_spinner="Loading data set…", max_entries=4)
@@ -42,8 +62,7 @@ def available_runs():
 def open_run(path):
     """The shared (run, lock) for a saved run folder; reloaded when the folder changes."""
     path = Path(path)
-    stamp = (path / "run.json").stat().st_mtime if (path / "run.json").exists() else 0
-    return _cached_run(str(path), stamp)
+    return _cached_run(str(path), _stamp(path))
 
 
 def current_run():
