@@ -177,10 +177,9 @@ class Learner:
         """Method-specific tensors saved with a run (a flat name -> tensor dict)."""
         return {}
 
-    def load_tensor_state(self, tensors, n_tasks, forests=None):
-        """Restore what :meth:`tensor_state` returned for a run with ``n_tasks`` finished tasks
-        (and the saved recogniser ``forests``, if any); raise UserError when something is missing
-        or has the wrong shape."""
+    def load_tensor_state(self, tensors, n_tasks):
+        """Restore what :meth:`tensor_state` returned for a run with ``n_tasks`` finished tasks;
+        raise UserError when something is missing or has the wrong shape."""
 
     # -- shared ---------------------------------------------------------------------------------
     def add_task(self, task):
@@ -370,9 +369,10 @@ class ReReLRP(Learner):
             tensors[f"logits.m{m}.t{t}"] = logits
         return tensors
 
-    def load_tensor_state(self, tensors, n_tasks, forests=None):
-        """Masks and relevance features; the recognisers get the saved ``forests`` or, without
-        them, are retrained from the stored features (deterministic: fixed seeds)."""
+    def load_tensor_state(self, tensors, n_tasks):
+        """Masks and relevance features. The recognisers are retrained from the stored features
+        (deterministic: fixed seeds): as fast as reading saved forests back, a fraction of their
+        size, and no model object is ever deserialised."""
         sizes = self.ownership.layer_sizes
         for t in range(n_tasks):
             keep = [tensors.get(f"mask.task{t}.layer{i}") for i in range(len(sizes))]
@@ -388,7 +388,7 @@ class ReReLRP(Learner):
                 if features.dim() != 2 or features.shape[1] != units or logits.shape != (len(features), self.heads[m][1]):
                     raise UserError(f"the relevance features of task {t} through subnetwork {m} have the wrong shape")
                 self.features[(m, t)] = (features, logits)
-        self.fit_recognisers(forests)
+        self.fit_recognisers()
 
     def reference_set(self, task):
         """Up to ``ref_per_class`` random training samples per class (seeded), with their rows."""
@@ -444,18 +444,14 @@ class ReReLRP(Learner):
         for m in range(task.index + 1):
             self.features[(m, task.index)] = (result.features[m].half(), result.logits[m].half())
 
-    def fit_recognisers(self, forests=None):
-        """(Re)train recogniser m for every m < last task: own samples vs later tasks' samples.
-        With ``forests`` (saved ones, one per recogniser) only the feature choice is redone."""
+    def fit_recognisers(self):
+        """(Re)train recogniser m for every m < last task: own samples vs later tasks' samples."""
         last = self.ownership.n_tasks - 1
-        if forests is not None and len(forests) != last:
-            raise UserError(f"the run holds {len(forests)} recognisers but needs {last}")
         with_logits = self.recognition.with_logits
         matrix = lambda m, t: feature_matrix(*self.features[(m, t)], with_logits)
         self.recognisers = [
             Recogniser(m, self.recognition, self.config.seed).fit(
-                matrix(m, m), np.concatenate([matrix(m, k) for k in range(m + 1, last + 1)]),
-                forest=None if forests is None else forests[m])
+                matrix(m, m), np.concatenate([matrix(m, k) for k in range(m + 1, last + 1)]))
             for m in range(last)]
 
     def recognise(self, x, want_input=False):

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import skops.io as sio
 import torch
 from sklearn.ensemble import RandomForestClassifier
 
@@ -131,18 +130,11 @@ class Recogniser:
         self.forest = None
         self.importances = None
 
-    def fit(self, own, others, forest=None):
-        """own / others: (n, d) feature arrays of task m's samples and later tasks' samples.
-        ``forest``: an already trained forest for these features (from a saved run)."""
+    def fit(self, own, others):
+        """own / others: (n, d) feature arrays of task m's samples and later tasks' samples."""
         k = self.config.top_k
         mean = own.mean(0)
         self.columns = np.sort(np.argsort(-mean, kind="stable")[:k]) if k and k < own.shape[1] else np.arange(own.shape[1])
-        if forest is not None:
-            if getattr(forest, "n_features_in_", None) != len(self.columns):
-                raise UserError(f"saved recogniser {self.task} expects {getattr(forest, 'n_features_in_', '?')} "
-                                f"features, the run's settings give {len(self.columns)}")
-            self.forest = forest
-            return self
         x = np.concatenate([own, others])[:, self.columns]
         y = np.concatenate([np.ones(len(own)), np.zeros(len(others))])
         self.forest = RandomForestClassifier(
@@ -178,28 +170,3 @@ def feature_matrix(features, logits, with_logits):
     array = features.float().numpy()
     return np.concatenate([array, logits.float().numpy()], axis=1) if with_logits else array
 
-
-# What a saved recogniser file may contain besides skops' built-in safe types.
-TRUSTED_TYPES = {"sklearn.tree._tree.Tree"}
-
-
-def save_forests(recognisers, path):
-    """Write the recognisers' forests with skops (a format that cannot run code when read)."""
-    sio.dump([r.forest for r in recognisers], path)
-
-
-def load_forests(path):
-    """Read forests written by :func:`save_forests`, refusing any type outside the expected ones."""
-    try:
-        untrusted = set(sio.get_untrusted_types(file=path))
-        if untrusted - TRUSTED_TYPES:
-            raise UserError(f"{path} contains unexpected object types ({', '.join(sorted(untrusted - TRUSTED_TYPES))}); "
-                            "it was not written by this program.")
-        forests = sio.load(path, trusted=sorted(untrusted))
-    except UserError:
-        raise
-    except Exception as error:  # skops raises many kinds on damaged archives
-        raise UserError(f"{path} is damaged ({type(error).__name__}: {error}).") from None
-    if not isinstance(forests, list) or not all(isinstance(f, RandomForestClassifier) for f in forests):
-        raise UserError(f"{path} does not hold a list of random forests.")
-    return forests

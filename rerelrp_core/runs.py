@@ -7,11 +7,11 @@ On disk a run is a folder::
     model.safetensors model weights
     learner.safetensors method-specific tensors (ReReLRP: keep masks per task and layer, and the
                       relevance feature vectors its recognisers are trained on)
-    recognisers.skops ReReLRP's random forests (skops: only expected types are accepted)
     snapshots.safetensors optional float16 weights after every task
 
-Tensors are read with ``safetensors``, forests with ``skops`` restricted to the expected types, and
-everything else is JSON, so opening a run never executes code from it. Saving writes a temporary folder and renames it into place, so an interrupted save
+Tensors are read with ``safetensors`` and everything else is JSON, so opening a run never executes
+code from it. ReReLRP's recognisers are not stored: they are retrained, deterministically, from the
+stored relevance features when a run is opened. Saving writes a temporary folder and renames it into place, so an interrupted save
 never corrupts the previous version of the run.
 """
 import json
@@ -28,7 +28,6 @@ from .errors import UserError
 from .learner import TrainConfig, make_learner
 from .metrics import capacity_report, summarise
 from .models import build_model
-from .recognition import load_forests, save_forests
 
 FORMAT = "rerelrp-run"
 VERSION = 1
@@ -110,8 +109,6 @@ def save_run(run, out):
               str(tmp / "model.safetensors"))
     tensors = {k: v.detach().cpu().contiguous() for k, v in learner.tensor_state().items()}
     save_file(tensors, str(tmp / "learner.safetensors"))
-    if getattr(learner, "recognisers", None):
-        save_forests(learner.recognisers, tmp / "recognisers.skops")
     if run.snapshots:
         save_file({f"step{t}.{k}": v.contiguous() for t, snap in enumerate(run.snapshots) for k, v in snap.items()},
                   str(tmp / "snapshots.safetensors"))
@@ -148,10 +145,8 @@ def load_run(folder, device=None):
     learner.heads = [tuple(h) for h in state["heads"]]
     learner.timing = {k: float(v) for k, v in state["timing"].items()}
     learner.load_json_state(state.get("learner") or {})
-    forests = load_forests(folder / "recognisers.skops") if (folder / "recognisers.skops").exists() else None
     try:
-        learner.load_tensor_state(load_file(str(folder / "learner.safetensors")), len(state["history"]["acc_taw"]),
-                                  forests)
+        learner.load_tensor_state(load_file(str(folder / "learner.safetensors")), len(state["history"]["acc_taw"]))
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise UserError(f"{folder}: learner.safetensors is missing or damaged ({error}).") from None
     run = Run(config, split, state["dataset"], state["class_names"], state["input_shape"], state["tasks"],

@@ -18,7 +18,7 @@ def test_saved_run_predicts_identically(digits_run, digits_tasks, tmp_path):
                            digits_run.learner.predict_taw(task.x_test, task.index))
         assert torch.equal(loaded.learner.predict_tag(task.x_test), digits_run.learner.predict_tag(task.x_test))
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert files == ["learner.safetensors", "metrics.json", "model.safetensors", "recognisers.skops", "run.json"]
+    assert files == ["learner.safetensors", "metrics.json", "model.safetensors", "run.json"]
 
 
 def test_overwrite_is_atomic_and_leaves_no_temporaries(digits_run, tmp_path):
@@ -41,7 +41,6 @@ def test_not_a_run_folder(tmp_path):
     (lambda d: (d / "model.safetensors").write_bytes(b"\0" * 10), "damaged or does not fit"),
     (lambda d: (d / "model.safetensors").unlink(), "no model.safetensors"),
     (lambda d: (d / "learner.safetensors").write_bytes(b"junk"), "learner.safetensors"),
-    (lambda d: (d / "recognisers.skops").write_bytes(b"PK junk"), "recognisers.skops is damaged"),
 ])
 def test_damaged_run_files(digits_run, tmp_path, damage, message):
     save_run(digits_run, tmp_path / "run")
@@ -59,25 +58,12 @@ def test_run_for_another_model(digits_run, tmp_path):
         load_run(tmp_path / "run")
 
 
-def test_recogniser_file_with_foreign_objects_is_refused(digits_run, tmp_path):
-    import skops.io as sio
-    from sklearn.linear_model import LogisticRegression
-    save_run(digits_run, tmp_path / "run")
-    sio.dump([print], tmp_path / "run" / "recognisers.skops")
-    with pytest.raises(UserError, match="unexpected object types"):
-        load_run(tmp_path / "run")
-    sio.dump([LogisticRegression()], tmp_path / "run" / "recognisers.skops")
-    with pytest.raises(UserError, match="list of random forests"):
-        load_run(tmp_path / "run")
-
-
 def test_run_saved_before_recognition_existed_still_opens(digits_run, digits_tasks, tmp_path):
     """Without recognisers and relevance features a run falls back to plain argmax for TAg."""
     from safetensors.torch import load_file, save_file
     save_run(digits_run, tmp_path / "run")
     tensors = load_file(str(tmp_path / "run" / "learner.safetensors"))
     save_file({k: v for k, v in tensors.items() if k.startswith("mask.")}, str(tmp_path / "run" / "learner.safetensors"))
-    (tmp_path / "run" / "recognisers.skops").unlink()
     loaded = load_run(tmp_path / "run")
     assert loaded.learner.recognisers == []
     x = digits_tasks[0].x_test

@@ -31,7 +31,7 @@ def curves(series, title, y_title="average accuracy (%)"):
     fig = go.Figure()
     for name, values in series.items():
         fig.add_trace(go.Scatter(x=list(range(len(values))), y=values, mode="lines+markers", name=name))
-    fig.update_layout(title=title, xaxis_title="after task", yaxis_title=y_title, yaxis_range=[0, 101],
+    fig.update_layout(title=title, xaxis_title="after task", xaxis_dtick=1, yaxis_title=y_title, yaxis_range=[0, 101],
                       height=320, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
