@@ -36,9 +36,9 @@ if source == "Upload":
             st.error(f"{upload.name}: {error}")
 else:
     tasks = run_tasks(run)[:run.tasks_done]
-    names = [f"task {t.index}: {', '.join(t.class_names)}" for t in tasks]
+    task_labels = [f"task {t.index}: {', '.join(t.class_names)}" for t in tasks]
     col1, col2 = st.columns(2)
-    task_index = col1.selectbox("Task", range(len(tasks)), format_func=lambda i: names[i])
+    task_index = col1.selectbox("Task", range(len(tasks)), format_func=lambda i: task_labels[i])
     task = tasks[task_index]
     sample = col2.number_input("Test sample", 0, len(task.x_test) - 1, 0,
                                help="Index into this task's test images.")
@@ -51,7 +51,7 @@ if x is None:
 with st.spinner("Running every subnetwork with LRP…"), lock:
     result = explain_image(run, x)
     owners = unit_owners(run)
-    names = layer_names(run)
+    layers = layer_names(run)
 
 left, right = st.columns([1, 2])
 left.image(figures.image(x[0].numpy(), scale=max(1, 224 // x.shape[-1])), caption=f"What the model sees: {caption}")
@@ -83,7 +83,7 @@ chosen = st.selectbox("Subnetwork", range(run.tasks_done), index=int(result["tas
                       format_func=lambda m: f"task {m}" + (" (recognised)" if m == result["task"] else ""))
 sub = result["subnetworks"][chosen]
 flows = relevance_flows(run, sub["unit_relevance"], sub["unit_activation"])
-st.plotly_chart(figures.pathways(names, owners, sub["unit_relevance"], flows,
+st.plotly_chart(figures.pathways(layers, owners, sub["unit_relevance"], flows,
                                  f"Relevance of this input through task {chosen}'s subnetwork"),
                 width="stretch")
 st.plotly_chart(figures.stacked_shares(pathway_share(run, sub["unit_relevance"]),

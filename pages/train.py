@@ -34,8 +34,8 @@ with st.form("train"):
     acc_drop = c6.number_input("acc_drop (points)", 0.0, 20.0, 1.0, 0.5,
                                help="How much validation accuracy pruning may cost each task.")
     seed = c7.number_input("Seed", 0, 10_000, 0)
-    name = st.text_input("Run name", f"{dataset}-{method}-{int(time.time()) % 100000}",
-                         help="Letters, digits, '.', '_' or '-'.")
+    st.session_state.setdefault("run_name", time.strftime("run-%Y%m%d-%H%M%S"))
+    name = st.text_input("Run name", key="run_name", help="Letters, digits, '.', '_' or '-'.")
     submitted = st.form_submit_button("Start training", type="primary",
                                       disabled=job is not None and job.state == "running")
 

@@ -1,0 +1,146 @@
+"""The Streamlit app through AppTest: every page with the bundled demo run and with a run freshly
+trained from the Train page, uploads good and bad."""
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+import ui.state
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "assets" / "samples" / "digit-3.png"
+
+
+@pytest.fixture()
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(ui.state, "RUNS_DIR", tmp_path)
+    return tmp_path
+
+
+def page(name):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.switch_page(f"pages/{name}.py")
+    return at.run()
+
+
+def no_failures(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def metrics(at):
+    return {m.label: m.value for m in at.metric}
+
+
+def png_bytes(array):
+    """PNG bytes of an array (uint16 arrays become 16-bit grey PNGs)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_demo_run_is_there():
+    assert (ui.state.DEMO_RUN / "run.json").exists()
+    assert SAMPLE.exists()
+
+
+def test_explore_demo_test_sample(runs_dir):
+    at = page("explore")
+    no_failures(at)
+    shown = metrics(at)
+    assert shown["Recognised task"].startswith("task ")
+    assert shown["Predicted class"] in {str(d) for d in range(10)}
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 4          # chain probabilities, heatmaps, pathways, pathway shares
+    assert any(s.label == "Subnetwork" for s in at.selectbox)
+
+
+def upload(at, name, data, mime="image/png"):
+    at.radio[0].set_value("Upload").run()
+    at.file_uploader[0].set_value((name, data, mime))
+    return at.run()
+
+
+def test_explore_upload_real_image(runs_dir):
+    at = upload(page("explore"), "digit-3.png", SAMPLE.read_bytes())
+    no_failures(at)
+    assert metrics(at)["Predicted class"] == "3"
+    assert len(at.get("plotly_chart")) >= 4
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not an image"),
+    ("empty.png", b"", "empty"),
+    ("truncated.png", SAMPLE.read_bytes()[:200], "truncated or corrupt"),
+    ("script.png", b"#!/bin/sh\nrm -rf /\n", "not an image"),
+])
+def test_explore_bad_uploads_keep_the_page_alive(runs_dir, name, data, message):
+    at = upload(page("explore"), name, data)
+    assert not at.exception
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert "Recognised task" not in metrics(at)
+    # the session goes on: back to a test sample works
+    at.radio[0].set_value("Test sample").run()
+    no_failures(at)
+    assert "Recognised task" in metrics(at)
+
+
+@pytest.mark.parametrize("data", [
+    png_bytes(np.dstack([np.full((40, 30, 3), 200, np.uint8), np.full((40, 30), 128, np.uint8)])),  # alpha
+    png_bytes((np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)),                  # 16-bit
+    png_bytes(np.random.default_rng(0).integers(0, 255, (900, 1200, 3), dtype=np.uint8)),             # large
+])
+def test_explore_unusual_images(runs_dir, data):
+    at = upload(page("explore"), "odd.png", data)
+    no_failures(at)
+    assert metrics(at)["Recognised task"].startswith("task ")
+
+
+def test_masking_page_and_ablation(runs_dir):
+    at = page("masking")
+    no_failures(at)
+    before = len(at.get("plotly_chart"))
+    owner = next(s for s in at.selectbox if s.label == "Units owned by")
+    owner.set_value(0).run()
+    no_failures(at)
+    assert len(at.get("plotly_chart")) == before + 1
+
+
+def test_forgetting_page_with_drift(runs_dir):
+    at = page("forgetting")
+    no_failures(at)
+    shown = metrics(at)
+    assert shown["TAw forgetting"] == "0.00"
+    assert len(at.get("plotly_chart")) == 5  # two matrices, two curves, the drift strip
+
+
+def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):
+    at = page("train")
+    no_failures(at)
+    [s for s in at.selectbox if s.label == "Data set"][0].set_value("digits")
+    [s for s in at.selectbox if s.label == "Tasks"][0].set_value(2)
+    [n for n in at.number_input if n.label == "Max epochs per task"][0].set_value(2)
+    [t for t in at.text_input if t.label == "Run name"][0].set_value("tiny")
+    at.button[0].click().run()
+    no_failures(at)
+    job = at.session_state["job"]
+    deadline = time.time() + 120
+    while job.state == "running" and time.time() < deadline:
+        time.sleep(0.5)
+    assert job.state == "finished", job.error
+    at.run()
+    assert any("Finished and saved as tiny" in s.value for s in at.success), ([s.value for s in at.success], [i.value for i in at.info], [w.value for w in at.warning], [e.value for e in at.error])
+    assert (runs_dir / "tiny" / "run.json").exists()
+    assert len(job.run.history["acc_taw"]) == 2
+    # the fresh run shows up in the picker and every page works with it
+    for name in ("explore", "masking", "forgetting"):
+        other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        other.session_state["run_path"] = str(runs_dir / "tiny")
+        other.session_state["run_label"] = "tiny"
+        other.switch_page(f"pages/{name}.py").run()
+        assert not other.exception, (name, [e.value for e in other.exception])
+        assert not other.error or name == "forgetting", (name, [e.value for e in other.error])

@@ -1,0 +1,94 @@
+"""The real app in a real headless Chromium: start the server, open it, upload an image, and see
+the prediction, the heatmaps and the pathway figure appear."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "assets" / "samples" / "digit-7.png"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="Chromium is not installed (scripts/setup.sh --browser installs it)")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    env = {**os.environ, "RERELRP_RUNS": str(tmp_path_factory.mktemp("runs"))}
+    proc = subprocess.Popen([sys.executable, "-m", "ui.serve", "--server.port", str(port), "--server.address",
+                             "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the Streamlit server did not come up")
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=["--disable-gpu", "--disable-background-networking",
+                                                    "--disable-component-update", "--no-first-run"])
+        yield chromium
+        chromium.close()
+
+
+def expected_prediction(path):
+    """What the engine itself says about the image: [predicted class, recognised task]."""
+    from rerelrp_core.explain import explain_image, prepare_upload
+    from rerelrp_core.runs import load_run
+    run = load_run(ROOT / "assets" / "demo-run", device="cpu")
+    result = explain_image(run, prepare_upload(run, path.read_bytes()))
+    return [result["class_name"], f"task {result['task']}"]
+
+
+def wait_until_idle(page):
+    """Wait until Streamlit has finished the script run (its 'running' indicator is gone)."""
+    page.wait_for_timeout(300)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=60_000)
+
+
+def test_upload_shows_prediction_heatmaps_and_pathways(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.goto(server)
+    page.get_by_text("Predicted class", exact=True).wait_for(timeout=90_000)       # the demo run, before any training
+    wait_until_idle(page)
+    page.get_by_text("Upload", exact=True).click()
+    page.locator("input[type=file]").set_input_files(str(SAMPLE))
+    started = time.time()
+    page.get_by_text("What the model sees: digit-7.png").wait_for(timeout=60_000)
+    wait_until_idle(page)
+    print(f"upload to finished page: {time.time() - started:.2f} s")
+    page.get_by_text("Relevance of this input through").wait_for(timeout=10_000)
+    shown = page.locator('[data-testid="stMain"] [data-testid="stMetricValue"]').all_inner_texts()
+    assert shown == expected_prediction(SAMPLE), shown
+    heatmap_titles = page.locator(".js-plotly-plot .annotation-text").all_text_contents()
+    assert sum(title.startswith("task ") for title in heatmap_titles) == 5, heatmap_titles
+    assert page.locator(".js-plotly-plot").count() >= 4
+    page.close()
