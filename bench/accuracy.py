@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import rerelrp_core  # noqa: E402,F401
 from rerelrp_core.data import SplitConfig, load_dataset  # noqa: E402
 from rerelrp_core.learner import TrainConfig, resolve_device  # noqa: E402
+from rerelrp_core.recognition import RECOGNITION_PRESETS  # noqa: E402
+from rerelrp_core.runs import save_run  # noqa: E402
 from rerelrp_core.sequence import train_sequence  # noqa: E402
 from common import machine, write_results  # noqa: E402
 
@@ -31,9 +33,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--recognition", nargs="*", default=[], metavar="KEY=VALUE",
                         help="recognition overrides, e.g. with_logits=1 top_k=0")
+    parser.add_argument("--preset", default="ours", help="recognition preset: ours or faithful")
+    parser.add_argument("--save-runs", help="folder to save every run in (for bench/recognition_options.py)")
     parser.add_argument("--name", default=None, help="result file name (default accuracy-DATASET)")
     args = parser.parse_args()
-    recognition = {k: _value(v) for k, v in (item.split("=", 1) for item in args.recognition)}
+    recognition = {**RECOGNITION_PRESETS[args.preset],
+                   **{k: _value(v) for k, v in (item.split("=", 1) for item in args.recognition)}}
     dataset = load_dataset(args.dataset)
     meta = machine(resolve_device("auto"))
     print(meta)
@@ -44,6 +49,8 @@ def main():
             started = time.perf_counter()
             run = train_sequence(dataset, SplitConfig(n_tasks=args.tasks, seed=seed), config)
             m = run.metrics
+            if args.save_runs:
+                save_run(run, Path(args.save_runs) / f"{args.dataset}-{method}-seed{seed}")
             rows.append({"method": method, "seed": seed, "avg_acc_taw": m["avg_acc_taw"][-1],
                          "avg_acc_tag": m["avg_acc_tag"][-1], "forgetting_taw": m["forgetting_taw"],
                          "forgetting_tag": m["forgetting_tag"], "task_recognition_acc": m.get("task_recognition_acc"),

@@ -25,12 +25,13 @@ OPTIONS = {
     "faithful (top40, ref+100 val)": {},
     "+logits": {"with_logits": True},
     "all units": {"top_k": 0},
-    "all units +logits": {"top_k": 0, "with_logits": True},
+    "context (subnetworks 0..m)": {"context": True},
+    "context, 300 val/class": {"context": True, "val_per_class": 300},
     "300 val/class": {"val_per_class": 300},
-    "300 val/class, all units +logits": {"val_per_class": 300, "top_k": 0, "with_logits": True},
     "chain-full": {"chain": "chain-full"},
+    "context, 300 val/class, 300 ref/class": {"context": True, "val_per_class": 300, "ref_per_class": 300},
+    "context, 300 val/class, +logits": {"context": True, "val_per_class": 300, "with_logits": True},
 }
-
 
 def recognition_scores(learner, tasks, part):
     """(task recognition %, TAg %) averaged over tasks, on ``part``: 'heldout' validation or 'test'."""
@@ -52,18 +53,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run")
     parser.add_argument("--options", nargs="*", help="subset of option names")
+    parser.add_argument("--name", help="result file name")
     args = parser.parse_args()
     run = load_run(args.run)
     learner = run.learner
     tasks = make_tasks(load_dataset(run.dataset), run.split)[:run.tasks_done]
     meta = machine(learner.device)
     print(meta)
-    base = learner.recognition
+    base, base_config = learner.recognition, learner.config
     rows = []
     for name, overrides in OPTIONS.items():
         if args.options and name not in args.options:
             continue
-        learner.recognition = replace(base, **overrides)
+        # ref_per_class belongs to the training settings (the reference set also drives pruning,
+        # which is already done here); the rest are recognition settings
+        learner.config = replace(base_config, ref_per_class=overrides.get("ref_per_class", base_config.ref_per_class))
+        learner.recognition = replace(base, **{k: v for k, v in overrides.items() if k != "ref_per_class"})
         learner.features = {}
         for task in tasks:
             x_ref, _ = learner.reference_set(task)
@@ -77,7 +82,7 @@ def main():
     print(f"\n{'option':38} {'val rec':>8} {'val TAg':>8} {'test rec':>9} {'test TAg':>9}")
     for r in rows:
         print(f"{r['option']:38} {r['val_task_rec']:8.2f} {r['val_tag']:8.2f} {r['test_task_rec']:9.2f} {r['test_tag']:9.2f}")
-    write_results(f"recognition-options-{run.dataset}-seed{run.config.seed}", rows, meta)
+    write_results(args.name or f"recognition-options-{run.dataset}-seed{run.config.seed}", rows, meta)
 
 
 if __name__ == "__main__":

@@ -74,9 +74,9 @@ if result["recognisers"]:
     with st.expander("Why this task? The recognisers' strongest features"):
         for rec in result["recognisers"]:
             st.markdown(f"**Recogniser {rec['task']}** — P(task {rec['task']}) = {rec['probability']:.2f}")
-            st.dataframe([{"layer": f["layer"], "unit": f["unit"], "importance": round(f["importance"], 4),
-                           "this input's relevance": round(f["relevance"], 4)} for f in rec["features"]],
-                         hide_index=True)
+            st.dataframe([{"subnetwork": f["subnetwork"], "layer": f["layer"], "unit": f["unit"],
+                           "importance": round(f["importance"], 4), "this input's relevance": round(f["relevance"], 4)}
+                          for f in rec["features"]], hide_index=True)
 
 st.subheader("Pathways")
 chosen = st.selectbox("Subnetwork", range(run.tasks_done), index=int(result["task"]),

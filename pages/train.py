@@ -1,9 +1,12 @@
 """Train: build a task sequence, train it task by task with live progress, manage saved runs."""
+import shutil
 import time
+import uuid
 
 import streamlit as st
 
-from rerelrp_core.data import SplitConfig, fashion_mnist_available
+from rerelrp_core.archives import extract_image_zip
+from rerelrp_core.data import SplitConfig, fashion_mnist_available, load_dataset
 from rerelrp_core.errors import UserError
 from rerelrp_core.learner import LEARNERS, TrainConfig
 from rerelrp_core.models import ARCHITECTURES
@@ -13,19 +16,43 @@ from ui.jobs import TrainingJob
 from ui.state import RUNS_DIR
 
 DATASETS = {"mnist5k": "MNIST-5k (bundled, 28×28 digits)", "digits": "scikit-learn digits (8×8, fastest)",
-            "fashion-mnist": "Fashion-MNIST (full, Debian package)"}
+            "fashion-mnist": "Fashion-MNIST (full, Debian package)",
+            "zip": "Your images (a zip with one folder per class)"}
 METHOD_HELP = "rerelrp: prune + freeze + recognise tasks; finetune: no protection (lower bound); " \
               "joint: trains on all data seen so far (upper bound, stores every image)."
 
 st.title("Train a task sequence")
 job = st.session_state.get("job")
 
+
+def uploaded_dataset(upload):
+    """Unpack an uploaded zip into this session's own folder and check it loads; returns its
+    data-set name (``folder:PATH``)."""
+    key = (upload.name, upload.size)
+    if st.session_state.get("zip_key") != key:
+        target = RUNS_DIR / ".uploads" / uuid.uuid4().hex
+        try:
+            folder = extract_image_zip(upload.getvalue(), target)
+            dataset = load_dataset(f"folder:{folder}")
+        except UserError:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        st.session_state["zip_key"], st.session_state["zip_dataset"] = key, dataset.name
+        st.session_state["zip_summary"] = (f"{len(dataset.class_names)} classes ({', '.join(dataset.class_names[:8])}"
+                                           f"{'…' if len(dataset.class_names) > 8 else ''}), "
+                                           f"{len(dataset.x_train)} training and {len(dataset.x_test)} test images")
+    return st.session_state["zip_dataset"]
+
 with st.form("train"):
     c1, c2, c3 = st.columns(3)
     datasets = [d for d in DATASETS if d != "fashion-mnist" or fashion_mnist_available()]
     dataset = c1.selectbox("Data set", datasets, format_func=DATASETS.get,
-                           help="Fashion-MNIST appears when its files are installed (apt-get install dataset-fashion-mnist).")
-    n_tasks = c2.selectbox("Tasks", [2, 5, 10], index=1, help="The 10 classes are split evenly, in class order.")
+                           help="Fashion-MNIST appears when its files are installed (apt-get install dataset-fashion-mnist). "
+                                "Your images are converted to 28×28 grey.")
+    archive = st.file_uploader("Zip of your images (used when the data set is 'Your images')", type=["zip"],
+                               help="One folder per class, at least two classes and two images per class.")
+    n_tasks = c2.number_input("Tasks", 1, 50, 5, help="The classes are split evenly over the tasks, in class order "
+                              "(the number of tasks must divide the number of classes).")
     method = c3.selectbox("Method", sorted(LEARNERS), index=sorted(LEARNERS).index("rerelrp"), help=METHOD_HELP)
     c4, c5, c6, c7 = st.columns(4)
     arch = c4.selectbox("Model", list(ARCHITECTURES), help="cnn: fast default; vgg11/resnet18: torchvision models "
@@ -42,7 +69,12 @@ with st.form("train"):
 if submitted:
     try:
         check_name(name)
-        job = TrainingJob(dataset, SplitConfig(n_tasks=n_tasks, seed=int(seed)),
+        if dataset == "zip":
+            if archive is None:
+                raise UserError("Upload a zip of your images first (one folder per class).")
+            dataset = uploaded_dataset(archive)
+            st.caption(f"Your data: {st.session_state['zip_summary']}")
+        job = TrainingJob(dataset, SplitConfig(n_tasks=int(n_tasks), seed=int(seed)),
                           TrainConfig(method=method, arch=arch, epochs=int(epochs), acc_drop=float(acc_drop),
                                       seed=int(seed)), RUNS_DIR, name).start()
         st.session_state["job"] = job
@@ -78,7 +110,12 @@ def show_progress():
     if job.state == "failed":
         st.error(job.error)
     elif job.state == "cancelled":
-        st.warning(f"Cancelled. The last finished task's checkpoint is kept in {job.partial}.")
+        st.warning("Cancelled. The last finished task is kept as a checkpoint.")
+    if job.state in ("cancelled", "failed") and job.run is not None and job.run.tasks_done:
+        if st.button(f"Resume from task {job.run.tasks_done}", key="resume",
+                     help="Continue from the last finished task; the result equals an uninterrupted run."):
+            st.session_state["job"] = job.resumed().start()
+            st.rerun()
     elif job.state == "finished":
         st.success(f"Finished and saved as {job.saved_to.name}. Pick it in the sidebar to explore it.")
     if job.run is not None and job.run.tasks_done:

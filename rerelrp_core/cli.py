@@ -13,6 +13,7 @@ from .data import DATASETS, SplitConfig, load_dataset
 from .errors import UserError
 from .learner import LEARNERS, TrainConfig
 from .models import ARCHITECTURES
+from .recognition import RECOGNITION_PRESETS
 from .runs import load_run, save_run
 from .sequence import train_sequence
 
@@ -38,10 +39,15 @@ def build_parser():
     train.add_argument("--loss-scope", default=defaults.loss_scope, choices=["task", "seen"])
     train.add_argument("--max-keep-fraction", type=float, help="cap on the share of units one task may keep")
     train.add_argument("--reinit-free", action="store_true", help="re-initialise free units before each task")
+    train.add_argument("--recognition", default="ours", choices=sorted(RECOGNITION_PRESETS),
+                       help="task recognisers: 'faithful' (the paper's) or 'ours' (more context and data)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last finished task (a checkpoint is written "
+                            "after every task)")
     show = commands.add_parser("show", help="print the metrics table of a saved run")
     show.add_argument("run", help="run folder")
     return parser
@@ -51,7 +57,8 @@ def config_from_args(args):
     return TrainConfig(method=args.method, arch=args.model, epochs=args.epochs, lr=args.lr,
                        batch_size=args.batch_size, acc_drop=args.acc_drop, ref_per_class=args.ref_per_class,
                        loss_scope=args.loss_scope, max_keep_fraction=args.max_keep_fraction,
-                       reinit_free=args.reinit_free, seed=args.seed, device=args.device)
+                       reinit_free=args.reinit_free, seed=args.seed, device=args.device,
+                       recognition=dict(RECOGNITION_PRESETS[args.recognition]))
 
 
 class ProgressBars:
@@ -104,15 +111,27 @@ def format_table(metrics):
 
 
 def command_train(args):
-    split = SplitConfig(n_tasks=args.tasks, classes_per_task=args.classes_per_task, class_order=args.class_order,
-                        seed=args.seed)
-    config = config_from_args(args)
-    kwargs = {"download": True} if args.download else {}
-    dataset = load_dataset(args.dataset, **kwargs)
     out = Path(args.out)
-    bars = ProgressBars(args.tasks, enabled=not args.quiet)
+    previous = None
+    if args.resume and (out / "run.json").exists():
+        previous = load_run(out)
+        split, config, dataset_name = previous.split, previous.config, previous.dataset
+        print(f"resuming {out}: {previous.tasks_done} of {split.n_tasks} tasks finished "
+              "(the run's own settings are used)", file=sys.stderr)
+    else:
+        if (out / "run.json").exists():
+            raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
+        split = SplitConfig(n_tasks=args.tasks, classes_per_task=args.classes_per_task,
+                            class_order=args.class_order, seed=args.seed)
+        config, dataset_name = config_from_args(args), args.dataset
+    kwargs = {"download": True} if args.download else {}
+    dataset = load_dataset(dataset_name, **kwargs)
+    bars = ProgressBars(split.n_tasks, enabled=not args.quiet)
+    if previous is not None:
+        bars.tasks.update(previous.tasks_done)
     try:
-        run = train_sequence(dataset, split, config, progress=bars, on_task_end=lambda r: save_run(r, out))
+        run = train_sequence(dataset, split, config, progress=bars, on_task_end=lambda r: save_run(r, out),
+                             run=previous)
     finally:
         bars.close()
     print(format_table(run.metrics))

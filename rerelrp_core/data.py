@@ -222,7 +222,7 @@ def load_image_folder(path, size=28, channels=1, test_fraction=0.2, seed=0):
             parts[part][1].extend([label] * len(idx))
     stack = lambda part: (torch.stack(parts[part][0]), torch.tensor(parts[part][1], dtype=torch.int64))
     (x_tr, y_tr), (x_te, y_te) = stack("train"), stack("test")
-    return ImageDataset(f"folder:{root.name}", x_tr, y_tr, x_te, y_te, [d.name for d in class_dirs])
+    return ImageDataset(f"folder:{root.resolve()}", x_tr, y_tr, x_te, y_te, [d.name for d in class_dirs])
 
 
 def _images(uint8_array):

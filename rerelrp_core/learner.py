@@ -143,6 +143,9 @@ class Learner:
     def before_task(self, task):
         """Preparation before ``task`` is trained; nothing by default."""
 
+    def resume(self, finished_tasks):
+        """Rebuild what a saved run does not hold before training continues; nothing by default."""
+
     def freezer(self, task):
         """A Freezer for parameters that must not change while training ``task``, or None."""
         return None
@@ -303,6 +306,11 @@ class Joint(Learner):
     def json_state(self):
         return {"image_bytes": self.image_bytes}
 
+    def resume(self, finished_tasks):
+        """Joint training keeps every image it saw; a saved run does not, so take them again."""
+        self.seen_x = [t.x_train for t in finished_tasks]
+        self.seen_rows = [t.y_train + t.offset for t in finished_tasks]
+
     def load_json_state(self, state):
         self.image_bytes = [int(b) for b in state.get("image_bytes", [])]
 
@@ -448,11 +456,21 @@ class ReReLRP(Learner):
         """(Re)train recogniser m for every m < last task: own samples vs later tasks' samples."""
         last = self.ownership.n_tasks - 1
         with_logits = self.recognition.with_logits
-        matrix = lambda m, t: feature_matrix(*self.features[(m, t)], with_logits)
+
+        def matrix(m, t):
+            return self.recogniser_input(m, [feature_matrix(*self.features[(j, t)], with_logits)
+                                             for j in range(m + 1)])
+
+        k = self.recognition.top_k
         self.recognisers = [
             Recogniser(m, self.recognition, self.config.seed).fit(
-                matrix(m, m), np.concatenate([matrix(m, k) for k in range(m + 1, last + 1)]))
+                matrix(m, m), np.concatenate([matrix(m, t) for t in range(m + 1, last + 1)]),
+                k * (m + 1) if self.recognition.context else k)
             for m in range(last)]
+
+    def recogniser_input(self, m, blocks):
+        """Recogniser m's input from per-subnetwork feature blocks (index = subnetwork)."""
+        return np.concatenate(blocks[:m + 1], axis=1) if self.recognition.context else blocks[m]
 
     def recognise(self, x, want_input=False):
         """Task-agnostic prediction with details for a batch ``x``.
@@ -467,7 +485,8 @@ class ReReLRP(Learner):
             raise UserError("This run has no task recognisers (no trained task yet, or saved before task "
                             "recognition existed); train it again to recognise tasks.")
         sub = self.subnetworks(x, want_input=want_input)
-        matrices = [feature_matrix(f, l, self.recognition.with_logits) for f, l in zip(sub.features, sub.logits)]
+        blocks = [feature_matrix(f, l, self.recognition.with_logits) for f, l in zip(sub.features, sub.logits)]
+        matrices = [self.recogniser_input(m, blocks) for m in range(len(blocks))]
         p = (np.stack([r.probability(matrices[m]) for m, r in enumerate(self.recognisers)], axis=1)
              if self.recognisers else np.zeros((len(x), 0)))
         probs = chain_probabilities(p, self.recognition.chain)
@@ -478,20 +497,24 @@ class ReReLRP(Learner):
         return {"task_probs": probs, "task": task, "within": within, "predicted": predicted,
                 "recogniser_probs": p, "matrices": matrices, "subnetworks": sub}
 
-    def unit_names(self):
-        """(layer name, unit index) of every column of a relevance vector."""
-        return [(layer.name, u) for layer in self.model.unit_layers for u in range(layer.n_units)]
+    def recogniser_input_names(self, m):
+        """(subnetwork, layer name, unit) of every column of recogniser m's input; logit columns
+        are named (subnetwork, "logit", class)."""
+        def block(j):
+            names = [(j, layer.name, u) for layer in self.model.unit_layers for u in range(layer.n_units)]
+            return names + ([(j, "logit", c) for c in range(self.heads[j][1])] if self.recognition.with_logits else [])
+        return [name for j in (range(m + 1) if self.recognition.context else [m]) for name in block(j)]
 
     def explain_task(self, result, row=0, n_features=8):
         """Why input ``row`` of a :meth:`recognise` result got its task: every recogniser's
         probability and the features that weigh most in it, named (layer, unit), with this
         input's relevance there."""
-        names = self.unit_names()
         recognisers = []
         for m, recogniser in enumerate(self.recognisers):
-            top = [{"layer": names[c][0], "unit": names[c][1], "importance": imp, "relevance": value}
-                   for c, imp, value in recogniser.top_features(result["matrices"][m][row], n_features)
-                   if c < len(names)]
+            names = self.recogniser_input_names(m)
+            top = [{"subnetwork": names[c][0], "layer": names[c][1], "unit": names[c][2], "importance": imp,
+                    "relevance": value}
+                   for c, imp, value in recogniser.top_features(result["matrices"][m][row], n_features)]
             recognisers.append({"task": m, "probability": float(result["recogniser_probs"][row, m]),
                                 "features": top})
         return recognisers

@@ -4,6 +4,7 @@ import time
 import torch
 
 from .data import make_tasks
+from .errors import UserError
 from .learner import accuracy, make_learner
 from .models import build_model
 from .runs import Run
@@ -23,15 +24,14 @@ def evaluate_step(learner, tasks):
     return taw, tag, confusion[:, :len(tasks)].tolist()
 
 
-def new_run(dataset, split, config):
-    """A fresh Run (untrained model and learner) for ``dataset`` cut as ``split`` says."""
-    tasks = make_tasks(dataset, split)
+def new_run(dataset, split, config, tasks):
+    """A fresh Run (untrained model and learner) for ``tasks``, cut from ``dataset`` as ``split`` says."""
     model = build_model(config.arch, dataset.input_shape, sum(t.n_classes for t in tasks), seed=config.seed)
     learner = make_learner(model, config)
     return Run(config=config, split=split, dataset=dataset.name, class_names=list(dataset.class_names),
                input_shape=list(dataset.input_shape),
                tasks=[{"index": t.index, "classes": t.classes, "class_names": t.class_names, "offset": t.offset}
-                      for t in tasks], learner=learner), tasks
+                      for t in tasks], learner=learner)
 
 
 def train_sequence(dataset, split, config, progress=None, should_stop=None, on_task_end=None, run=None):
@@ -41,9 +41,13 @@ def train_sequence(dataset, split, config, progress=None, should_stop=None, on_t
     progress(stage, done, total, info): live progress; should_stop(): cancel when True;
     on_task_end(run): called after each finished task (e.g. to write a checkpoint).
     """
-    fresh, tasks = new_run(dataset, split, config)
-    run = run or fresh
+    tasks = make_tasks(dataset, split)
+    if run is None:
+        run = new_run(dataset, split, config, tasks)
+    elif [t["classes"] for t in run.tasks] != [t.classes for t in tasks]:
+        raise UserError("The run to resume was made with another task split or data set.")
     learner, config = run.learner, run.config
+    learner.resume(tasks[:run.tasks_done])
     for task in tasks[run.tasks_done:]:
         learner.train_task(task, progress, should_stop)
         learner.consolidate(task, progress)

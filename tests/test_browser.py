@@ -63,7 +63,7 @@ def expected_prediction(path):
     """What the engine itself says about the image: [predicted class, recognised task]."""
     from rerelrp_core.explain import explain_image, prepare_upload
     from rerelrp_core.runs import load_run
-    run = load_run(ROOT / "assets" / "demo-run", device="cpu")
+    run = load_run(ROOT / "assets" / "demo-runs" / "rerelrp", device="cpu")
     result = explain_image(run, prepare_upload(run, path.read_bytes()))
     return [result["class_name"], f"task {result['task']}"]
 

@@ -14,17 +14,18 @@ from pathlib import Path
 from rerelrp_core.data import load_dataset
 from rerelrp_core.errors import UserError
 from rerelrp_core.learner import Cancelled
-from rerelrp_core.runs import save_run
+from rerelrp_core.runs import load_run, save_run
 from rerelrp_core.sequence import train_sequence
 
 
 class TrainingJob:
     """Trains one task sequence in a background thread and records its progress."""
 
-    def __init__(self, dataset, split, config, runs_dir, name):
+    def __init__(self, dataset, split, config, runs_dir, name, resume_from=None):
         self.dataset, self.split, self.config, self.name = dataset, split, config, name
         self.runs_dir = Path(runs_dir)
-        self.partial = self.runs_dir / ".partial" / f"{name}-{uuid.uuid4().hex[:8]}"
+        self.resume_from = resume_from
+        self.partial = resume_from or self.runs_dir / ".partial" / f"{name}-{uuid.uuid4().hex[:8]}"
         self.stop_event = threading.Event()
         self.events = []            # (time, stage, done, total, info) in order
         self.run = None
@@ -41,6 +42,10 @@ class TrainingJob:
     def cancel(self):
         self.stop_event.set()
 
+    def resumed(self):
+        """A new job that continues this one from its last checkpoint."""
+        return TrainingJob(self.dataset, self.split, self.config, self.runs_dir, self.name, resume_from=self.partial)
+
     @property
     def latest(self):
         return self.events[-1] if self.events else None
@@ -56,8 +61,9 @@ class TrainingJob:
         try:
             dataset = load_dataset(self.dataset)
             self._progress("data", 1, 1, {"images": len(dataset.x_train)})
+            previous = load_run(self.resume_from) if self.resume_from else None
             self.run = train_sequence(dataset, self.split, self.config, progress=self._progress,
-                                      should_stop=self.stop_event.is_set, on_task_end=self._checkpoint)
+                                      should_stop=self.stop_event.is_set, on_task_end=self._checkpoint, run=previous)
             target = self.runs_dir / self.name
             if target.exists():
                 target = self.runs_dir / f"{self.name}-{uuid.uuid4().hex[:6]}"

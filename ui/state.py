@@ -18,7 +18,8 @@ from rerelrp_core.registry import list_runs
 from rerelrp_core.runs import load_run
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_RUN = ROOT / "assets" / "demo-run"
+DEMO_RUNS = ROOT / "assets" / "demo-runs"
+DEMO_RUN = DEMO_RUNS / "rerelrp"        # the one the app opens first
 RUNS_DIR = Path(os.environ.get("RERELRP_RUNS", ROOT / "runs"))
 
 
@@ -55,8 +56,9 @@ def cached_tasks(dataset, split_json):
 
 def available_runs():
     """(label, path) of the demo run and every saved run, newest first."""
-    runs = [("demo: MNIST-5k, 5 tasks (bundled)", DEMO_RUN)] if (DEMO_RUN / "run.json").exists() else []
-    return runs + [(entry["label"], entry["path"]) for entry in list_runs(RUNS_DIR)]
+    demos = sorted(list_runs(DEMO_RUNS), key=lambda e: e["path"] != DEMO_RUN)
+    return ([(f"demo {entry['label']}", entry["path"]) for entry in demos]
+            + [(entry["label"], entry["path"]) for entry in list_runs(RUNS_DIR)])
 
 
 def open_run(path):

@@ -1,0 +1,99 @@
+"""Speed benchmark, as ratios measured in one run: LRP relevance versus a plain forward+backward
+pass on the same batch, consolidation versus training per task, validation passes of the pruning
+search, and task-agnostic latency (one image) and throughput (a batch) with every subnetwork.
+
+    .venv/bin/python bench/speed.py [--run RUN_FOLDER] [--device cpu|cuda]
+
+Without --run it trains a 5-task ReReLRP run on Split Fashion-MNIST first (about 5 minutes on 2
+CPU cores) and reports its training/consolidation times too.
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import rerelrp_core  # noqa: E402,F401
+from rerelrp_core.data import SplitConfig, load_dataset, make_tasks  # noqa: E402
+from rerelrp_core.learner import TrainConfig, resolve_device  # noqa: E402
+from rerelrp_core.relevance import lrp_context, relevance_batch  # noqa: E402
+from rerelrp_core.runs import load_run  # noqa: E402
+from rerelrp_core.sequence import train_sequence  # noqa: E402
+from common import machine, write_results  # noqa: E402
+
+
+def timed(fn, repeat):
+    """Median wall time of ``fn`` over ``repeat`` calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run", help="a saved Fashion-MNIST run (default: train one)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    meta = machine(device)
+    print(meta)
+    dataset = load_dataset("fashion-mnist")
+    if args.run:
+        run = load_run(args.run, device=device)
+    else:
+        run = train_sequence(dataset, SplitConfig(n_tasks=5), TrainConfig(device=str(device)))
+    learner, model = run.learner, run.model
+    tasks = make_tasks(dataset, run.split)
+    x = tasks[0].x_test[:args.batch].to(device)
+    rows = (tasks[0].y_test[:args.batch] + tasks[0].offset).to(device)
+    rows_out = {}
+
+    def plain():
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), rows).backward()
+
+    def lrp():
+        with lrp_context(model) as modified:
+            relevance_batch(modified, model, x, rows)
+
+    model.eval()
+    t_plain, t_lrp = timed(plain, args.repeat), timed(lrp, args.repeat)
+    rows_out["forward_backward_ms"] = round(1000 * t_plain, 2)
+    rows_out["lrp_relevance_ms"] = round(1000 * t_lrp, 2)
+    rows_out["lrp_over_forward_backward"] = round(t_lrp / t_plain, 2)
+    rows_out["lrp_images_per_s"] = round(args.batch / t_lrp, 1)
+
+    one = tasks[2].x_test[:1]
+    batch = torch.cat([t.x_test[:200] for t in tasks])
+    t_one = timed(lambda: learner.recognise(one), args.repeat)
+    t_batch = timed(lambda: learner.predict_tag(batch), 2)
+    rows_out["tag_one_image_ms"] = round(1000 * t_one, 1)
+    rows_out["tag_batch_images_per_s"] = round(len(batch) / t_batch, 1)
+    timing = run.metrics["timing_s"]
+    rows_out["train_s"] = timing["train"]
+    rows_out["consolidate_s"] = timing["consolidate"]
+    rows_out["consolidate_over_train"] = round(timing["consolidate"] / max(timing["train"], 1e-9), 3)
+    rows_out["pruning_passes_per_task"] = [p["passes"] for p in run.metrics.get("pruning", [])]
+    rows_out["units"] = sum(model.layer_sizes())
+    for key, value in rows_out.items():
+        print(f"{key:28} {value}")
+    write_results(f"speed-{device.type}", [rows_out], meta)
+
+
+if __name__ == "__main__":
+    main()
