@@ -8,7 +8,8 @@ import streamlit as st
 from rerelrp_core.archives import extract_image_zip
 from rerelrp_core.data import SplitConfig, fashion_mnist_available, load_dataset
 from rerelrp_core.errors import UserError
-from rerelrp_core.learner import LEARNERS, TrainConfig
+from rerelrp_core.learner import TrainConfig
+from rerelrp_core.methods import LEARNERS
 from rerelrp_core.models import ARCHITECTURES
 from rerelrp_core.registry import check_name, delete_run, list_runs, rename_run, run_zip
 from ui import figures
@@ -18,8 +19,9 @@ from ui.state import RUNS_DIR
 DATASETS = {"mnist5k": "MNIST-5k (bundled, 28×28 digits)", "digits": "scikit-learn digits (8×8, fastest)",
             "fashion-mnist": "Fashion-MNIST (full, Debian package)",
             "zip": "Your images (a zip with one folder per class)"}
-METHOD_HELP = "rerelrp: prune + freeze + recognise tasks; finetune: no protection (lower bound); " \
-              "joint: trains on all data seen so far (upper bound, stores every image)."
+METHOD_HELP = ("rerelrp: prune + freeze + recognise tasks (stores no image); finetune: no protection (lower "
+               "bound); joint: all data seen so far (upper bound, stores every image); ewc / lwf: regularisation "
+               "baselines; icarl: replay of 2,000 stored images with a nearest-mean classifier.")
 
 st.title("Train a task sequence")
 job = st.session_state.get("job")

@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from .data import DATASETS, SplitConfig, load_dataset
 from .errors import UserError
-from .learner import LEARNERS, TrainConfig
+from .learner import TrainConfig
+from .methods import LEARNERS
 from .models import ARCHITECTURES
 from .recognition import RECOGNITION_PRESETS
 from .runs import load_run, save_run

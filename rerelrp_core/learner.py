@@ -45,6 +45,8 @@ class TrainConfig:
     acc_drop: validation accuracy points a task may lose to pruning.
     ref_per_class: reference samples per class for relevance (research default 67).
     max_keep_fraction: optional cap on the share of all units one task may keep.
+    reg_strength: baselines' regularisation weight (None = the method's default: EWC 5000, LwF 1).
+    memory: iCaRL's exemplar buffer, in images (2000, as in the paper's comparison).
     reinit_free: re-initialise units no task owns before each new task.
     keep_snapshots: keep a float16 copy of the weights after every task (for explanation drift).
     recognition: overrides of :class:`~rerelrp_core.recognition.RecognitionConfig` fields.
@@ -65,6 +67,8 @@ class TrainConfig:
     acc_drop: float = 1.0
     ref_per_class: int = 67
     max_keep_fraction: float = None
+    reg_strength: float = None
+    memory: int = 2000
     reinit_free: bool = False
     keep_snapshots: bool = False
     relevance_batch: int = 256
@@ -142,6 +146,10 @@ class Learner:
 
     def before_task(self, task):
         """Preparation before ``task`` is trained; nothing by default."""
+
+    def loss(self, x, rows, logits, columns):
+        """Training loss of a batch: cross-entropy over the output rows ``columns``."""
+        return F.cross_entropy(logits[:, columns], rows - columns.start)
 
     def resume(self, finished_tasks):
         """Rebuild what a saved run does not hold before training continues; nothing by default."""
@@ -237,8 +245,10 @@ class Learner:
                 raise Cancelled()
             idx = order[start:start + self.config.batch_size]
             xb, yb = x[idx].to(self.device), rows[idx].to(self.device)
-            logits = self.model(xb)[:, columns]
-            loss = F.cross_entropy(logits, yb - columns.start)
+            loss = self.loss(xb, yb, self.model(xb), columns)
+            if not torch.isfinite(loss):
+                raise UserError(f"Training diverged in task {task_index} (the loss became {loss.item()}); "
+                                "lower the learning rate (--lr) and train again or resume.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -356,12 +366,12 @@ class ReReLRP(Learner):
         return self.ownership.stacked_masks(tasks, 1)
 
     def stored_bytes(self, k):
-        """Head rows, task k's keep masks (one byte per unit, as saved), the relevance features of
-        task k's samples (through every subnetwork) and recogniser k's trees."""
+        """What the run file keeps for task k: its head rows, keep masks (one byte per unit) and
+        the relevance vectors (float16) and logits of task k's samples through every subnetwork.
+        The recognisers are not stored: they are retrained from these vectors when a run opens."""
         features = sum(f.numel() * f.element_size() + l.numel() * l.element_size()
                        for (m, t), (f, l) in self.features.items() if t == k)
-        trees = self.recognisers[k].stored_bytes() if k < len(self.recognisers) else 0
-        return super().stored_bytes(k) + sum(self.ownership.layer_sizes) + features + trees
+        return super().stored_bytes(k) + sum(self.ownership.layer_sizes) + features
 
     def json_state(self):
         return {"prune_log": self.prune_log}
@@ -534,12 +544,3 @@ def recognition_config(values):
     if set(values) - known:
         raise UserError(f"Unknown recognition settings: {', '.join(sorted(set(values) - known))}.")
     return RecognitionConfig(**values)
-
-
-LEARNERS = {cls.method: cls for cls in (ReReLRP, FineTune, Joint)}
-
-
-def make_learner(model, config, device=None):
-    if config.method not in LEARNERS:
-        raise UserError(f"Unknown method '{config.method}'. Choose one of: {', '.join(LEARNERS)}.")
-    return LEARNERS[config.method](model, config, device)

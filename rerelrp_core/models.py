@@ -28,7 +28,10 @@ class UnitMask(nn.Module):
     def forward(self, x):
         if self.mask is not None:
             mask = self.mask if self.mask.dim() == 2 else self.mask.unsqueeze(0)
-            x = x * mask.view(mask.shape[0], self.n_units, *([1] * (x.dim() - 2)))
+            mask = mask.view(mask.shape[0], self.n_units, *([1] * (x.dim() - 2)))
+            # where, not a product: a pruned unit outputs exactly 0 even if a later task drove its
+            # free parameters to inf/NaN (0 * NaN would be NaN)
+            x = torch.where(mask > 0, x, torch.zeros((), dtype=x.dtype, device=x.device))
         if self.recorded is not None:
             self.recorded.append(x)
         return x

@@ -163,11 +163,6 @@ class Recogniser:
         proba = self.forest.predict_proba(features[:, self.columns])
         return proba[:, list(self.forest.classes_).index(1.0)] if 1.0 in self.forest.classes_ else np.zeros(len(features))
 
-    def stored_bytes(self):
-        """Bytes of the forest's node arrays (what any format must keep of it)."""
-        return sum(tree.tree_.children_left.nbytes * 2 + tree.tree_.feature.nbytes + tree.tree_.threshold.nbytes
-                   + tree.tree_.value.nbytes for tree in self.forest.estimators_) + self.columns.nbytes
-
     def top_features(self, features_row, n=8):
         """The (column, importance, value) of the n most important features for one input."""
         if self.importances is None:   # sklearn recomputes them from every tree on each access

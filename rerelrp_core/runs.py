@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 
 from .data import SplitConfig
 from .errors import UserError
-from .learner import TrainConfig, make_learner
+from .learner import TrainConfig
+from .methods import make_learner
 from .metrics import capacity_report, summarise
 from .models import build_model
 

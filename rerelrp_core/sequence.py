@@ -5,7 +5,8 @@ import torch
 
 from .data import make_tasks
 from .errors import UserError
-from .learner import accuracy, make_learner
+from .learner import accuracy
+from .methods import make_learner
 from .models import build_model
 from .runs import Run
 

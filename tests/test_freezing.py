@@ -58,3 +58,20 @@ def test_run_taw_forgetting_exactly_zero(digits_run):
     matrix = metrics["acc_taw"]
     for k in range(len(matrix)):
         assert len({row[k] for row in matrix[k:]}) == 1, f"task {k} accuracy changed: {[r[k] for r in matrix[k:]]}"
+
+
+def test_pruned_units_output_exactly_zero_even_when_their_weights_are_nan(digits_run, digits_tasks):
+    learner = digits_run.learner
+    model = learner.model
+    x = digits_tasks[0].x_test
+    before = learner.predict_taw(x, 0)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    free = [~f for f in learner.ownership.frozen()]
+    try:
+        with torch.no_grad():
+            for layer, mask in zip(model.unit_layers, free):
+                for param in layer.unit_parameters():
+                    param[mask] = float("nan")
+        assert torch.equal(learner.predict_taw(x, 0), before)
+    finally:
+        model.load_state_dict(saved)

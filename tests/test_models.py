@@ -15,7 +15,7 @@ from conftest import small_config
 def test_torchvision_models_train_prune_and_freeze(arch, digits, digits_tasks):
     model = build_model(arch, digits.input_shape, 6)
     assert model(digits_tasks[0].x_val[:4]).shape == (4, 6)
-    learner = ReReLRP(model, small_config(epochs=1, arch=arch))
+    learner = ReReLRP(model, small_config(epochs=1, arch=arch, lr=0.01))
     first, second = digits_tasks[0], digits_tasks[1]
     learner.train_task(first)
     learner.consolidate(first)

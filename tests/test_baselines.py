@@ -1,0 +1,41 @@
+"""EWC, LwF and iCaRL on the same engine: they run, save and load, and behave as their idea says."""
+import pytest
+import torch
+
+from rerelrp_core.runs import load_run, save_run
+from rerelrp_core.sequence import train_sequence
+
+from conftest import small_config
+
+
+@pytest.fixture(scope="module")
+def runs(digits, digits_split):
+    return {method: train_sequence(digits, digits_split, small_config(method=method, epochs=5, memory=120))
+            for method in ("finetune", "ewc", "lwf", "icarl")}
+
+
+@pytest.mark.parametrize("method", ["ewc", "lwf", "icarl"])
+def test_baseline_saves_and_loads(runs, method, digits_tasks, tmp_path):
+    run = runs[method]
+    assert len(run.metrics["acc_taw"]) == 3
+    save_run(run, tmp_path / method)
+    loaded = load_run(tmp_path / method)
+    for task in digits_tasks:
+        assert torch.equal(loaded.learner.predict_taw(task.x_test, task.index),
+                           run.learner.predict_taw(task.x_test, task.index))
+        assert torch.equal(loaded.learner.predict_tag(task.x_test), run.learner.predict_tag(task.x_test))
+
+
+def test_icarl_buffer_is_bounded_balanced_and_helps(runs):
+    learner = runs["icarl"].learner
+    sizes = [len(images) for images in learner.exemplars.values()]
+    assert sum(sizes) <= 120 and set(sizes) == {20}            # 120 images over 6 classes
+    assert runs["icarl"].metrics["avg_acc_tag"][-1] > runs["finetune"].metrics["avg_acc_tag"][-1] + 10
+    assert runs["icarl"].metrics["stored_bytes_per_task"][0] >= 40 * 64   # 40 stored 8x8 images
+
+
+def test_regularisers_are_active(runs):
+    ewc = runs["ewc"].learner
+    assert ewc.fisher is not None and any(float(f.sum()) > 0 for f in ewc.fisher)
+    lwf = runs["lwf"].learner
+    assert lwf.old_model is not None and lwf.old_rows == 4     # distils rows of tasks 0 and 1
