@@ -122,7 +122,7 @@ def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):
     at = page("train")
     no_failures(at)
     [s for s in at.selectbox if s.label == "Data set"][0].set_value("digits")
-    [s for s in at.selectbox if s.label == "Tasks"][0].set_value(2)
+    [n for n in at.number_input if n.label == "Tasks"][0].set_value(2)
     [n for n in at.number_input if n.label == "Max epochs per task"][0].set_value(2)
     [t for t in at.text_input if t.label == "Run name"][0].set_value("tiny")
     at.button[0].click().run()
