@@ -4,12 +4,12 @@ import streamlit as st
 import rerelrp_core  # noqa: F401  (repairs the torchvision import before anything else)
 from ui.state import sidebar
 
-st.set_page_config(page_title="ReReLRP Explorer", page_icon="🧠", layout="wide")
+st.set_page_config(page_title="ReReLRP Explorer", page_icon=":material/psychology:", layout="wide")
 pages = st.navigation([
-    st.Page("pages/explore.py", title="Explore", icon="🔍", default=True),
-    st.Page("pages/train.py", title="Train", icon="🏋️"),
-    st.Page("pages/masking.py", title="Masking", icon="🎭"),
-    st.Page("pages/forgetting.py", title="Forgetting", icon="📉"),
+    st.Page("pages/explore.py", title="Explore", icon=":material/search:", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/masking.py", title="Masking", icon=":material/layers:"),
+    st.Page("pages/forgetting.py", title="Forgetting", icon=":material/trending_down:"),
 ])
 sidebar()
 st.sidebar.caption("ReReLRP: LRP finds each task's critical units; the rest is pruned from the task's "

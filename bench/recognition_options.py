@@ -18,10 +18,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import rerelrp_core  # noqa: E402,F401
 from rerelrp_core.data import load_dataset, make_tasks  # noqa: E402
 from rerelrp_core.learner import accuracy  # noqa: E402
+from rerelrp_core.recognition import RECOGNITION_PRESETS  # noqa: E402
 from rerelrp_core.runs import load_run  # noqa: E402
 from common import machine, write_results  # noqa: E402
 
-OPTIONS = {
+FAITHFUL = RECOGNITION_PRESETS["faithful"]
+# every option is the faithful recogniser with some settings changed
+OPTIONS = {name: {**FAITHFUL, **changes} for name, changes in {
     "faithful (top40, ref+100 val)": {},
     "+logits": {"with_logits": True},
     "all units": {"top_k": 0},
@@ -31,7 +34,9 @@ OPTIONS = {
     "chain-full": {"chain": "chain-full"},
     "context, 300 val/class, 300 ref/class": {"context": True, "val_per_class": 300, "ref_per_class": 300},
     "context, 300 val/class, +logits": {"context": True, "val_per_class": 300, "with_logits": True},
-}
+}.items()}
+
+
 
 def recognition_scores(learner, tasks, part):
     """(task recognition %, TAg %) averaged over tasks, on ``part``: 'heldout' validation or 'test'."""
