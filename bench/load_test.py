@@ -53,8 +53,10 @@ async def explore_once(browser, url, latencies, errors):
 async def train_in_background(browser, url):
     page = await browser.new_page()
     await page.goto(f"{url}/train", timeout=120_000)
-    await page.get_by_text("Start training").wait_for(timeout=120_000)
-    await page.get_by_text("Start training").click()
+    button = page.get_by_role("button", name="Start training")
+    await button.wait_for(timeout=120_000)
+    await button.click()
+    await page.get_by_text("tasks finished").wait_for(timeout=120_000)
     return page
 
 
