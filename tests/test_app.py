@@ -144,3 +144,32 @@ def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):
         other.switch_page(f"pages/{name}.py").run()
         assert not other.exception, (name, [e.value for e in other.exception])
         assert not other.error or name == "forgetting", (name, [e.value for e in other.error])
+
+
+def test_cancel_then_resume_from_the_train_page(runs_dir):
+    at = page("train")
+    [s for s in at.selectbox if s.label == "Data set"][0].set_value("digits")
+    [n for n in at.number_input if n.label == "Tasks"][0].set_value(5)
+    [n for n in at.number_input if n.label == "Max epochs per task"][0].set_value(3)
+    [t for t in at.text_input if t.label == "Run name"][0].set_value("resumed")
+    at.button[0].click().run()
+    job = at.session_state["job"]
+    deadline = time.time() + 120
+    while (job.run is None or job.run.tasks_done < 1) and job.state == "running" and time.time() < deadline:
+        time.sleep(0.05)
+    job.cancel()
+    while job.state == "running" and time.time() < deadline:
+        time.sleep(0.1)
+    assert job.state == "cancelled"
+    done = job.run.tasks_done
+    assert 1 <= done < 5
+    at.run()
+    resume = [b for b in at.button if b.label.startswith("Resume from task")]
+    assert resume and resume[0].label == f"Resume from task {done}"
+    resume[0].click().run()
+    resumed = at.session_state["job"]
+    assert resumed is not job
+    while resumed.state == "running" and time.time() < deadline + 120:
+        time.sleep(0.2)
+    assert resumed.state == "finished", resumed.error
+    assert resumed.run.tasks_done == 5 and (runs_dir / "resumed" / "run.json").exists()
