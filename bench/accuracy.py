@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import rerelrp_core  # noqa: E402,F401
 from rerelrp_core.data import SplitConfig, load_dataset  # noqa: E402
+from rerelrp_core.errors import UserError  # noqa: E402
 from rerelrp_core.learner import TrainConfig, resolve_device  # noqa: E402
 from rerelrp_core.recognition import RECOGNITION_PRESETS  # noqa: E402
 from rerelrp_core.runs import save_run  # noqa: E402
@@ -47,7 +48,12 @@ def main():
         for seed in args.seeds:
             config = TrainConfig(method=method, seed=seed, epochs=args.epochs, recognition=recognition)
             started = time.perf_counter()
-            run = train_sequence(dataset, SplitConfig(n_tasks=args.tasks, seed=seed), config)
+            try:
+                run = train_sequence(dataset, SplitConfig(n_tasks=args.tasks, seed=seed), config)
+            except UserError as error:      # e.g. a diverging baseline: report it, go on
+                print(f"{method} seed {seed}: {error}", flush=True)
+                rows.append({"method": method, "seed": seed, "error": str(error)})
+                continue
             m = run.metrics
             if args.save_runs:
                 save_run(run, Path(args.save_runs) / f"{args.dataset}-{method}-seed{seed}")
@@ -59,6 +65,9 @@ def main():
                          "stored_bytes_total": sum(m["stored_bytes_per_task"])})
             print(rows[-1], flush=True)
     print_table(rows, args.dataset)
+    if any("error" in r for r in rows):     # one set of columns for the CSV, errors last
+        columns = list(dict.fromkeys(k for r in rows for k in r if k != "error")) + ["error"]
+        rows = [{k: r.get(k) for k in columns} for r in rows]
     write_results(args.name or f"accuracy-{args.dataset}", rows, {**meta, "recognition": recognition})
 
 
@@ -76,7 +85,10 @@ def print_table(rows, dataset):
     print(f"{'method':10} {'TAg':>14} {'TAw':>14} {'forget TAg':>11} {'forget TAw':>11} {'task rec.':>10} "
           f"{'paper TAg/TAw':>15}")
     for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
+        mine = [r for r in rows if r["method"] == method and "error" not in r]
+        if not mine:
+            print(f"{method:10} failed: {next(r['error'] for r in rows if r['method'] == method)}")
+            continue
         stat = lambda key: _mean_std([r[key] for r in mine if r[key] is not None])
         paper = "/".join(f"{v:.2f}" for v in PAPER[method]) if method in PAPER else "-"
         print(f"{method:10} {stat('avg_acc_tag'):>14} {stat('avg_acc_taw'):>14} {stat('forgetting_tag'):>11} "

@@ -289,10 +289,13 @@ def make_tasks(dataset, split):
             if len(rows) - n_val < 1 or not np.any(y_test == cls):
                 raise UserError(f"Class {dataset.class_names[cls]!r} has too few images for a "
                                 "train/validation/test split.")
-            va.append(rows[:n_val]); yva += [local] * n_val
-            tr.append(rows[n_val:]); ytr += [local] * (len(rows) - n_val)
             test_rows = np.flatnonzero(y_test == cls)
-            te.append(test_rows); yte += [local] * len(test_rows)
+            va.append(rows[:n_val])
+            tr.append(rows[n_val:])
+            te.append(test_rows)
+            yva += [local] * n_val
+            ytr += [local] * (len(rows) - n_val)
+            yte += [local] * len(test_rows)
         cat = lambda parts: torch.from_numpy(np.concatenate(parts))
         label = lambda values: torch.tensor(values, dtype=torch.int64)
         tasks.append(TaskData(index, list(classes), [dataset.class_names[c] for c in classes], offset,

@@ -1,7 +1,8 @@
 """Every continual-learning method by name (the CLI's and the app's method picker)."""
 from .baselines import EWC, ICaRL, LwF
 from .errors import UserError
-from .learner import FineTune, Joint, ReReLRP
+from .learner import FineTune, Joint
+from .rerelrp import ReReLRP
 
 LEARNERS = {cls.method: cls for cls in (ReReLRP, FineTune, Joint, EWC, LwF, ICaRL)}
 

@@ -146,7 +146,10 @@ class Recogniser:
         ``k`` features are kept (default ``top_k``; 0 = all)."""
         k = self.config.top_k if k is None else k
         mean = own.mean(0)
-        self.columns = np.sort(np.argsort(-mean, kind="stable")[:k]) if k and k < own.shape[1] else np.arange(own.shape[1])
+        if k and k < own.shape[1]:
+            self.columns = np.sort(np.argsort(-mean, kind="stable")[:k])
+        else:
+            self.columns = np.arange(own.shape[1])
         x = np.concatenate([own, others])[:, self.columns]
         y = np.concatenate([np.ones(len(own)), np.zeros(len(others))])
         self.forest = RandomForestClassifier(
@@ -161,7 +164,9 @@ class Recogniser:
         # joblib's start-up costs more than it saves on a handful of rows (one uploaded image)
         self.forest.n_jobs = 1 if len(features) < 256 else -1
         proba = self.forest.predict_proba(features[:, self.columns])
-        return proba[:, list(self.forest.classes_).index(1.0)] if 1.0 in self.forest.classes_ else np.zeros(len(features))
+        if 1.0 not in self.forest.classes_:
+            return np.zeros(len(features))
+        return proba[:, list(self.forest.classes_).index(1.0)]
 
     def top_features(self, features_row, n=8):
         """The (column, importance, value) of the n most important features for one input."""

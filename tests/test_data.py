@@ -1,6 +1,5 @@
 """Data sets from real files and the task splits cut from them."""
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -2,7 +2,7 @@
 weight decay included), and task-aware forgetting of ReReLRP is exactly zero."""
 import torch
 
-from rerelrp_core.learner import ReReLRP
+from rerelrp_core.rerelrp import ReReLRP
 from rerelrp_core.models import build_model
 from rerelrp_core.sequence import evaluate_step
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rerelrp_core.errors import UserError
-from rerelrp_core.learner import ReReLRP
+from rerelrp_core.rerelrp import ReReLRP
 from rerelrp_core.models import build_model
 from rerelrp_core.relevance import unit_relevance
 
