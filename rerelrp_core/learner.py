@@ -300,14 +300,15 @@ class Joint(Learner):
         if len(self.image_bytes) == task.index:
             self.seen_x.append(task.x_train)
             self.seen_rows.append(task.y_train + task.offset)
-            self.image_bytes.append(task.x_train.numel() * task.x_train.element_size())
+            self.image_bytes.append(task.x_train.numel())    # as uint8, one byte per pixel (like iCaRL's)
         return torch.cat(self.seen_x), torch.cat(self.seen_rows)
 
     def loss_columns(self, task):
         return slice(0, task.offset + task.n_classes)
 
     def stored_bytes(self, k):
-        """Head rows plus every training image of task k, which joint training must keep."""
+        """Head rows plus every training image of task k (one byte per pixel), which joint training
+        must keep."""
         return super().stored_bytes(k) + self.image_bytes[k]
 
     def json_state(self):
