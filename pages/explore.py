@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 
 from rerelrp_core.errors import UserError
-from rerelrp_core.explain import (explain_image, layer_names, pathway_share, prepare_upload, relevance_flows,
+from rerelrp_core.explain import (explain_image, pathway_share, prepare_upload, relevance_flows,
                                   unit_owners)
 from ui import figures
 from ui.state import current_run, run_tasks
@@ -51,7 +51,7 @@ if x is None:
 with st.spinner("Running every subnetwork with LRP…"), lock:
     result = explain_image(run, x)
     owners = unit_owners(run)
-    layers = layer_names(run)
+    layers = run.layer_names
 
 left, right = st.columns([1, 2])
 left.image(figures.image(x[0].numpy(), scale=max(1, 224 // x.shape[-1])), caption=f"What the model sees: {caption}")

@@ -19,12 +19,18 @@ def prepare_upload(run, data, invert="auto"):
     return to_input(open_image(data), height, channels, invert=invert).unsqueeze(0)
 
 
-def class_name(run, global_row):
-    """Name of output row ``global_row`` (rows follow the task order, not data-set ids)."""
+def task_of_row(run, global_row):
+    """The run's task (its dict) whose head slice holds output row ``global_row``."""
     for task in run.tasks:
         if task["offset"] <= global_row < task["offset"] + len(task["classes"]):
-            return task["class_names"][global_row - task["offset"]]
+            return task
     raise UserError(f"Output row {global_row} belongs to no task of this run.")
+
+
+def class_name(run, global_row):
+    """Name of output row ``global_row`` (rows follow the task order, not data-set ids)."""
+    task = task_of_row(run, global_row)
+    return task["class_names"][global_row - task["offset"]]
 
 
 def explain_image(run, x):
@@ -48,7 +54,7 @@ def explain_image(run, x):
     else:
         sub = learner.subnetworks(x, want_input=True)
         predicted = int(learner.predict_tag(x)[0])
-        task, probs, why = _task_of_row(run, predicted), None, []
+        task, probs, why = task_of_row(run, predicted)["index"], None, []
     sizes = learner.model.layer_sizes()
     split = lambda vector: [part.numpy() for part in torch.split(vector[0], sizes)]
     subnetworks = [{"task": m, "prediction": run.tasks[m]["class_names"][int(sub.predictions[m][0])],
@@ -58,20 +64,12 @@ def explain_image(run, x):
             "recognisers": why, "subnetworks": subnetworks}
 
 
-def _task_of_row(run, row):
-    return next(t["index"] for t in run.tasks if t["offset"] <= row < t["offset"] + len(t["classes"]))
-
-
 def unit_owners(run):
     """Per layer: the task that froze each unit (-1 = free); all -1 for methods without masks."""
     learner = run.learner
     if hasattr(learner, "ownership"):
         return [o.numpy() for o in learner.ownership.owner()]
     return [np.full(n, -1) for n in learner.model.layer_sizes()]
-
-
-def layer_names(run):
-    return [layer.name for layer in run.model.unit_layers]
 
 
 def relevance_flows(run, relevance, activation, top=60):
@@ -106,7 +104,7 @@ def pathway_share(run, relevance):
     """Per layer, the share of |relevance| that ran through units owned by each task, and free ones.
     Returns {layer name: {"task 0": share, ..., "free": share}}."""
     out = {}
-    for name, owner, r in zip(layer_names(run), unit_owners(run), relevance):
+    for name, owner, r in zip(run.layer_names, unit_owners(run), relevance):
         total = np.abs(r).sum() or 1.0
         shares = {f"task {t}": float(np.abs(r[owner == t]).sum() / total) for t in range(run.tasks_done)}
         shares["free"] = float(np.abs(r[owner < 0]).sum() / total)
@@ -132,7 +130,7 @@ def ablation_report(run, tasks, ablate_task=None, ablate_layer=None):
     off the units owned by ``ablate_task`` and/or every unit of layer ``ablate_layer``."""
     learner = run.learner
     owners = unit_owners(run)
-    names = layer_names(run)
+    names = run.layer_names
     if ablate_layer is not None and ablate_layer not in names:
         raise UserError(f"Unknown layer '{ablate_layer}'. Layers: {', '.join(names)}.")
     off = [np.zeros(len(o), dtype=bool) for o in owners]
@@ -156,7 +154,7 @@ def ablation_report(run, tasks, ablate_task=None, ablate_layer=None):
 def ownership_shares(run):
     """Per layer, the share of units each task owns (froze first) and the free share."""
     out = {}
-    for name, owner in zip(layer_names(run), unit_owners(run)):
+    for name, owner in zip(run.layer_names, unit_owners(run)):
         shares = {f"task {t}": float(np.mean(owner == t)) for t in range(run.tasks_done)}
         shares["free"] = float(np.mean(owner < 0))
         out[name] = shares
