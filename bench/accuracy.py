@@ -65,9 +65,6 @@ def main():
                          "stored_bytes_total": sum(m["stored_bytes_per_task"])})
             print(rows[-1], flush=True)
     print_table(rows, args.dataset)
-    if any("error" in r for r in rows):     # one set of columns for the CSV, errors last
-        columns = list(dict.fromkeys(k for r in rows for k in r if k != "error")) + ["error"]
-        rows = [{k: r.get(k) for k in columns} for r in rows]
     write_results(args.name or f"accuracy-{args.dataset}", rows, {**meta, "recognition": recognition})
 
 

@@ -24,7 +24,8 @@ def write_results(name, rows, meta):
     (RESULTS / f"{name}.json").write_text(json.dumps({"machine": meta, "rows": rows}, indent=1))
     if rows:
         with open(RESULTS / f"{name}.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            # rows may differ (an error row, a method without capacity): one column per key seen
+            writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
             writer.writeheader()
             writer.writerows(rows)
     print(f"written: {RESULTS / name}.json, .csv")

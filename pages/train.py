@@ -18,6 +18,7 @@ from ui.state import RUNS_DIR
 
 DATASETS = {"mnist5k": "MNIST-5k (bundled, 28×28 digits)", "digits": "scikit-learn digits (8×8, fastest)",
             "fashion-mnist": "Fashion-MNIST (full, Debian package)",
+            "mnist5k-fashion": "MNIST-5k digits + Fashion-MNIST (20 classes, for 10-task sequences)",
             "zip": "Your images (a zip with one folder per class)"}
 METHOD_HELP = ("rerelrp: prune + freeze + recognise tasks (stores no image); finetune: no protection (lower "
                "bound); joint: all data seen so far (upper bound, stores every image); ewc / lwf: regularisation "
@@ -47,7 +48,7 @@ def uploaded_dataset(upload):
 
 with st.form("train"):
     c1, c2, c3 = st.columns(3)
-    datasets = [d for d in DATASETS if d != "fashion-mnist" or fashion_mnist_available()]
+    datasets = [d for d in DATASETS if "fashion" not in d or fashion_mnist_available()]
     dataset = c1.selectbox("Data set", datasets, format_func=DATASETS.get,
                            help="Fashion-MNIST appears when its files are installed (apt-get install dataset-fashion-mnist). "
                                 "Your images are converted to 28×28 grey.")

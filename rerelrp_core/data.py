@@ -172,6 +172,25 @@ def load_mnist5k(test_per_class=100):
                         _images(pixels[test_idx]), _labels(labels[test_idx]), [str(d) for d in range(10)])
 
 
+def load_mnist5k_fashion(train_per_class=400, test_per_class=100, root=None):
+    """20 classes for long task sequences: the 10 MNIST-5k digits (ids 0-9) followed by the 10
+    Fashion-MNIST classes (ids 10-19), both 28x28 grey.
+
+    Fashion-MNIST is cut to MNIST-5k's size so no half of the sequence gets 15x more data: for every
+    class, its first ``train_per_class`` training and first ``test_per_class`` test images in file order.
+    """
+    digits = load_mnist5k(test_per_class=test_per_class)
+    fashion = load_fashion_mnist(root)
+    first = lambda labels, n: torch.cat([torch.nonzero(labels == c).flatten()[:n] for c in range(10)])
+    train_rows, test_rows = first(fashion.y_train, train_per_class), first(fashion.y_test, test_per_class)
+    return ImageDataset("mnist5k-fashion",
+                        torch.cat([digits.x_train, fashion.x_train[train_rows]]),
+                        torch.cat([digits.y_train, fashion.y_train[train_rows] + 10]),
+                        torch.cat([digits.x_test, fashion.x_test[test_rows]]),
+                        torch.cat([digits.y_test, fashion.y_test[test_rows] + 10]),
+                        digits.class_names + fashion.class_names)
+
+
 def load_digits(test_fraction=0.2, seed=0):
     """scikit-learn's 1,797 8x8 digits; a stratified split with a fixed seed (20% test)."""
     from sklearn.datasets import load_digits as sklearn_digits
@@ -233,11 +252,12 @@ def _labels(array):
     return torch.as_tensor(np.array(array, dtype=np.int64))
 
 
-DATASETS = {"fashion-mnist": load_fashion_mnist, "mnist5k": load_mnist5k, "digits": load_digits}
+DATASETS = {"fashion-mnist": load_fashion_mnist, "mnist5k": load_mnist5k, "digits": load_digits,
+            "mnist5k-fashion": load_mnist5k_fashion}
 
 
 def load_dataset(name, **kwargs):
-    """Load a data set by name (``fashion-mnist``, ``mnist5k``, ``digits``) or from a folder path
+    """Load a data set by name (``fashion-mnist``, ``mnist5k``, ``digits``, ``mnist5k-fashion``) or from a folder path
     given as ``folder:PATH``."""
     if name.startswith("folder:"):
         return load_image_folder(name[len("folder:"):], **kwargs)

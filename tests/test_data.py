@@ -57,6 +57,18 @@ def test_mnist5k_fixed_split():
     assert float(mnist.x_train.max()) == 1.0
 
 
+def test_digits_then_fashion_as_twenty_classes(fashion):
+    both = load_dataset("mnist5k-fashion")
+    assert both.x_train.shape == (8000, 1, 28, 28) and both.x_test.shape == (2000, 1, 28, 28)
+    assert torch.bincount(both.y_train).tolist() == [400] * 20
+    assert both.class_names[:2] == ["0", "1"] and both.class_names[19] == "Ankle boot"
+    # the fashion half is Fashion-MNIST's own first images of each class, relabelled 10-19
+    first_boot = fashion.x_train[torch.nonzero(fashion.y_train == 9).flatten()[0]]
+    assert torch.equal(both.x_train[torch.nonzero(both.y_train == 19).flatten()[0]], first_boot)
+    tasks = make_tasks(both, SplitConfig(n_tasks=10))
+    assert [t.classes for t in tasks][4:6] == [[8, 9], [10, 11]]
+
+
 def test_digits_and_custom_class_order(digits):
     tasks = make_tasks(digits, SplitConfig(n_tasks=2, classes_per_task=[3, 2], class_order=[9, 8, 7, 1, 2]))
     assert tasks[0].classes == [9, 8, 7] and tasks[1].classes == [1, 2] and tasks[1].offset == 3
