@@ -74,7 +74,7 @@ def main():
         # which is already done here); the rest are recognition settings
         learner.config = replace(base_config, ref_per_class=overrides.get("ref_per_class", base_config.ref_per_class))
         learner.recognition = replace(base, **{k: v for k, v in overrides.items() if k != "ref_per_class"})
-        learner.features = {}
+        learner.features, learner.selected = {}, {}
         for task in tasks:
             x_ref, _ = learner.reference_set(task)
             learner.store_relevance_features(task, x_ref)

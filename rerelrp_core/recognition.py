@@ -141,15 +141,10 @@ class Recogniser:
         self.forest = None
         self.importances = None
 
-    def fit(self, own, others, k=None):
+    def fit(self, own, others, columns):
         """own / others: (n, d) feature arrays of task m's samples and later tasks' samples;
-        ``k`` features are kept (default ``top_k``; 0 = all)."""
-        k = self.config.top_k if k is None else k
-        mean = own.mean(0)
-        if k and k < own.shape[1]:
-            self.columns = np.sort(np.argsort(-mean, kind="stable")[:k])
-        else:
-            self.columns = np.arange(own.shape[1])
+        ``columns``: the input columns the forest uses (see :func:`select_columns`)."""
+        self.columns = columns
         x = np.concatenate([own, others])[:, self.columns]
         y = np.concatenate([np.ones(len(own)), np.zeros(len(others))])
         self.forest = RandomForestClassifier(
@@ -175,6 +170,14 @@ class Recogniser:
         order = np.argsort(-self.importances)[:n]
         return [(int(self.columns[i]), float(self.importances[i]), float(features_row[self.columns[i]]))
                 for i in order]
+
+
+def select_columns(own, k):
+    """The ``k`` columns (sorted) with the highest mean over a recogniser's own samples; every
+    column when ``k`` is 0 or not smaller than the width."""
+    if k and k < own.shape[1]:
+        return np.sort(np.argsort(-own.mean(0), kind="stable")[:k])
+    return np.arange(own.shape[1])
 
 
 def feature_matrix(features, logits, with_logits):

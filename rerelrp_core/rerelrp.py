@@ -12,7 +12,7 @@ from .errors import UserError
 from .learner import Learner
 from .masks import Freezer, UnitOwnership
 from .pruning import search_pruning
-from .recognition import RecognitionConfig, Recogniser, chain_probabilities, feature_matrix
+from .recognition import RecognitionConfig, Recogniser, chain_probabilities, feature_matrix, select_columns
 from .relevance import unit_relevance
 
 
@@ -26,7 +26,10 @@ class ReReLRP(Learner):
         self.ownership = UnitOwnership(model.layer_sizes())
         self.prune_log = []
         self.recognition = recognition_config(config.recognition)
-        self.features = {}       # (m, t) -> (relevance features, logits) of task t's samples through m
+        # (m, t) -> relevance of task t's samples through subnetwork m, only in the unit columns some
+        # recogniser reads: (values (n, len(columns)) float16, logits (n, classes of m) float16, columns)
+        self.features = {}
+        self.selected = {}       # r -> columns of recogniser r's input it uses (fixed once task r is done)
         self.recognisers = []    # recogniser m for every task but the last
 
     def before_task(self, task):
@@ -57,12 +60,14 @@ class ReReLRP(Learner):
         return self.ownership.stacked_masks(tasks, 1)
 
     def stored_bytes(self, k):
-        """What the run file keeps for task k: its head rows, keep masks (one byte per unit) and
-        the relevance vectors (float16) and logits of task k's samples through every subnetwork.
-        The recognisers are not stored: they are retrained from these vectors when a run opens."""
-        features = sum(vectors.numel() * vectors.element_size() + logits.numel() * logits.element_size()
-                       for (m, t), (vectors, logits) in self.features.items() if t == k)
-        return super().stored_bytes(k) + sum(self.ownership.layer_sizes) + features
+        """What the run file keeps for task k: its head rows, keep masks (one byte per unit), the
+        relevance values (float16) that recognisers read, logits of task k's samples through every
+        subnetwork, and the column indices. The recognisers are not stored: they are retrained from
+        these values when a run opens."""
+        arrays = [a for (m, t), entry in self.features.items() if t == k for a in entry]
+        arrays += [torch.as_tensor(self.selected[k])] if k in self.selected else []
+        stored = sum(a.numel() * a.element_size() for a in arrays)
+        return super().stored_bytes(k) + sum(self.ownership.layer_sizes) + stored
 
     def json_state(self):
         return {"prune_log": self.prune_log}
@@ -73,9 +78,12 @@ class ReReLRP(Learner):
     def tensor_state(self):
         tensors = {f"mask.task{t}.layer{i}": m.to(torch.uint8)
                    for t, keep in enumerate(self.ownership.task_masks) for i, m in enumerate(keep)}
-        for (m, t), (features, logits) in self.features.items():
-            tensors[f"features.m{m}.t{t}"] = features
+        for (m, t), (values, logits, columns) in self.features.items():
+            tensors[f"features.m{m}.t{t}"] = values
             tensors[f"logits.m{m}.t{t}"] = logits
+            tensors[f"columns.m{m}.t{t}"] = columns
+        for r, columns in self.selected.items():
+            tensors[f"selected.r{r}"] = torch.from_numpy(columns)
         return tensors
 
     def load_tensor_state(self, tensors, n_tasks):
@@ -91,12 +99,25 @@ class ReReLRP(Learner):
         units = sum(sizes)
         for m in range(n_tasks):
             for t in range(m, n_tasks):
-                features, logits = tensors.get(f"features.m{m}.t{t}"), tensors.get(f"logits.m{m}.t{t}")
-                if features is None or logits is None:
+                values, logits = tensors.get(f"features.m{m}.t{t}"), tensors.get(f"logits.m{m}.t{t}")
+                if values is None or logits is None:
                     return  # saved before recognition existed: task-agnostic prediction uses argmax
-                if features.dim() != 2 or features.shape[1] != units or logits.shape != (len(features), self.heads[m][1]):
+                # runs saved before column-only storage hold every unit's value
+                columns = tensors.get(f"columns.m{m}.t{t}", torch.arange(units))
+                if (values.dim() != 2 or columns.dim() != 1 or values.shape[1] != len(columns)
+                        or logits.shape != (len(values), self.heads[m][1])
+                        or (len(columns) and (columns.min() < 0 or columns.max() >= units))):
                     raise UserError(f"the relevance features of task {t} through subnetwork {m} have the wrong shape")
-                self.features[(m, t)] = (features, logits)
+                self.features[(m, t)] = (values, logits, columns.long())
+        for r in range(n_tasks):
+            selected = tensors.get(f"selected.r{r}")
+            width = self.recogniser_input(r, [self.stored_block(j, r) for j in range(r + 1)]).shape[1]
+            if selected is None:    # an older run: its full vectors give the same choice
+                self.selected[r] = self.choose_columns(r)
+            elif selected.dim() != 1 or len(selected) == 0 or selected.min() < 0 or selected.max() >= width:
+                raise UserError(f"the recogniser columns of task {r} are out of range")
+            else:
+                self.selected[r] = selected.long().numpy()
         self.fit_recognisers()
 
     def reference_set(self, task):
@@ -147,26 +168,62 @@ class ReReLRP(Learner):
 
     def store_relevance_features(self, task, x_ref):
         """Relevance vectors of task t's reference set plus a validation slice through every
-        subnetwork m <= t. Only these vectors (float16) are kept, never the images."""
+        subnetwork m <= t. Recogniser t's columns are chosen from them now (its own samples decide),
+        and only the columns some recogniser r <= t reads are kept (float16), never the images."""
+        t = task.index
         x = torch.cat([x_ref, task.x_val[self.recognition_indices(task)]])
-        result = self.subnetworks(x, range(task.index + 1))
-        for m in range(task.index + 1):
-            self.features[(m, task.index)] = (result.features[m].half(), result.logits[m].half())
+        result = self.subnetworks(x, range(t + 1))
+        units = torch.arange(result.features[0].shape[1])
+        for m in range(t + 1):
+            self.features[(m, t)] = (result.features[m].half(), result.logits[m].half(), units)
+        self.selected[t] = self.choose_columns(t)
+        for m in range(t + 1):
+            values, logits, _ = self.features[(m, t)]
+            columns = self.columns_read(m, t)
+            self.features[(m, t)] = (values[:, columns].contiguous(), logits, columns)
+
+    def choose_columns(self, r):
+        """Recogniser r's input columns: top_k per subnetwork it sees, by mean relevance on task r's samples."""
+        k = self.recognition.top_k * ((r + 1) if self.recognition.context else 1)
+        return select_columns(self.recogniser_input(r, [self.stored_block(j, r) for j in range(r + 1)]), k)
+
+    def columns_read(self, m, t):
+        """Unit columns of subnetwork m that some recogniser r in m..t reads (only those ever see
+        task t's samples through m: r's training rows are tasks r, r+1, ...)."""
+        units = sum(self.ownership.layer_sizes)
+        read = set()
+        for r in range(m, t + 1):
+            if not self.recognition.context and r != m:
+                continue
+            start = self.block_start(r, m)
+            read.update(int(c) - start for c in self.selected[r] if start <= c < start + units)
+        return torch.tensor(sorted(read), dtype=torch.long)
+
+    def block_start(self, r, m):
+        """Where subnetwork m's block starts in recogniser r's input."""
+        if not self.recognition.context:
+            return 0
+        logits = self.recognition.with_logits
+        return sum(sum(self.ownership.layer_sizes) + (self.heads[j][1] if logits else 0) for j in range(m))
+
+    def stored_block(self, m, t):
+        """Task t's samples through subnetwork m as a full-width recogniser block; columns no
+        recogniser reads are zero."""
+        values, logits, columns = self.features[(m, t)]
+        full = torch.zeros(len(values), sum(self.ownership.layer_sizes), dtype=values.dtype)
+        full[:, columns] = values
+        return feature_matrix(full, logits, self.recognition.with_logits)
 
     def fit_recognisers(self):
         """(Re)train recogniser m for every m < last task: own samples vs later tasks' samples."""
         last = self.ownership.n_tasks - 1
-        with_logits = self.recognition.with_logits
 
         def matrix(m, t):
-            return self.recogniser_input(m, [feature_matrix(*self.features[(j, t)], with_logits)
-                                             for j in range(m + 1)])
+            return self.recogniser_input(m, [self.stored_block(j, t) for j in range(m + 1)])
 
-        k = self.recognition.top_k
         self.recognisers = [
             Recogniser(m, self.recognition, self.config.seed).fit(
-                matrix(m, m), np.concatenate([matrix(m, t) for t in range(m + 1, last + 1)]),
-                k * (m + 1) if self.recognition.context else k)
+                matrix(m, m), np.concatenate([matrix(m, t) for t in range(m + 1, last + 1)]), self.selected[m])
             for m in range(last)]
 
     def recogniser_input(self, m, blocks):

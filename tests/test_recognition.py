@@ -3,7 +3,7 @@ separable tasks, no images in saved runs, and clear errors."""
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from rerelrp_core.data import SplitConfig
 from rerelrp_core.errors import UserError
@@ -65,11 +65,12 @@ def test_saved_run_holds_no_images(digits_run, digits, tmp_path):
     units = sum(digits_run.learner.ownership.layer_sizes)
     for name, tensor in tensors.items():
         kind = name.split(".")[0]
-        assert kind in {"mask", "features", "logits"}, name
-        if kind == "mask":
+        assert kind in {"mask", "features", "logits", "columns", "selected"}, name
+        if kind in ("mask", "columns", "selected"):
             assert tensor.dim() == 1, name
-        elif kind == "features":
-            assert tensor.dim() == 2 and tensor.shape[1] == units, name     # one value per unit
+        elif kind == "features":   # at most one value per unit, only the units recognisers read
+            assert tensor.dim() == 2 and tensor.shape[1] == len(tensors[name.replace("features", "columns")]), name
+            assert tensor.shape[1] < units, name
         else:
             assert tensor.dim() == 2 and tensor.shape[1] == 2, name         # one value per class
     loaded = load_run(tmp_path / "run")
@@ -77,6 +78,43 @@ def test_saved_run_holds_no_images(digits_run, digits, tmp_path):
     assert torch.equal(loaded.learner.predict_tag(test), digits_run.learner.predict_tag(test))
     np.testing.assert_allclose(loaded.learner.recognise(test)["task_probs"],
                                digits_run.learner.recognise(test)["task_probs"])
+
+
+def test_keeping_only_read_columns_changes_no_prediction(digits_run, digits_tasks, tmp_path):
+    """Rebuild the run as it was stored before column-only storage (every unit's value through every
+    subnetwork, no column lists): it must recognise every test image exactly as the compact run."""
+    learner = digits_run.learner
+    save_run(digits_run, tmp_path / "run")
+    path = tmp_path / "run" / "learner.safetensors"
+    tensors = {name: t for name, t in load_file(str(path)).items() if name.split(".")[0] not in ("columns", "selected")}
+    for task in digits_tasks:
+        x = torch.cat([learner.reference_set(task)[0], task.x_val[learner.recognition_indices(task)]])
+        full = learner.subnetworks(x, range(task.index + 1))
+        for m in range(task.index + 1):
+            assert torch.equal(full.features[m].half()[:, learner.features[(m, task.index)][2]],
+                               tensors[f"features.m{m}.t{task.index}"])
+            tensors[f"features.m{m}.t{task.index}"] = full.features[m].half()
+    save_file(tensors, str(path))
+    old = load_run(tmp_path / "run").learner
+    for m, columns in learner.selected.items():
+        assert np.array_equal(old.selected[m], columns)
+    x = torch.cat([t.x_test for t in digits_tasks])
+    np.testing.assert_array_equal(old.recognise(x)["task_probs"], learner.recognise(x)["task_probs"])
+    stored = sum(learner.stored_bytes(k) for k in range(3))
+    assert stored < sum(old.stored_bytes(k) for k in range(3)) / 2
+
+
+@pytest.mark.parametrize("name, bad", [("columns.m0.t1", lambda t: t + 10_000),
+                                       ("columns.m1.t2", lambda t: t[:-1]),
+                                       ("selected.r0", lambda t: t - 10_000)])
+def test_damaged_column_lists_are_refused(digits_run, tmp_path, name, bad):
+    save_run(digits_run, tmp_path / "run")
+    path = tmp_path / "run" / "learner.safetensors"
+    tensors = load_file(str(path))
+    tensors[name] = bad(tensors[name])
+    save_file(tensors, str(path))
+    with pytest.raises(UserError, match="wrong shape|out of range"):
+        load_run(tmp_path / "run")
 
 
 def test_bad_inputs(digits_run):
