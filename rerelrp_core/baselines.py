@@ -173,12 +173,12 @@ class ICaRL(Learner):
     def predict_tag(self, x):
         return self.nearest_mean(x, list(range(sum(n for _, n in self.heads))))
 
-    def stored_bytes(self, k):
+    def stored_parts(self, k):
         """Head rows plus task k's stored exemplars, counted at one byte per pixel (uint8)."""
         offset, n = self.heads[k]
         images = sum(len(self.exemplars.get(r, [])) for r in range(offset, offset + n))
         channels, height, width = self.model.input_shape
-        return super().stored_bytes(k) + images * channels * height * width
+        return {**super().stored_parts(k), "images": images * channels * height * width}
 
     def tensor_state(self):
         return {f"exemplars.{row}": images for row, images in self.exemplars.items()}

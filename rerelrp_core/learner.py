@@ -267,9 +267,13 @@ class Learner:
         return accuracy(logits[:, task.head_slice].argmax(1), task.y_val)
 
     def stored_bytes(self, k):
-        """Bytes of state kept for task k beyond the shared backbone: its head rows (float32)."""
+        """Bytes of state kept for task k beyond the shared backbone."""
+        return sum(self.stored_parts(k).values())
+
+    def stored_parts(self, k):
+        """What task k keeps beyond the shared backbone, in bytes, by kind: here its head rows (float32)."""
         offset, n = self.heads[k]
-        return n * (self.model.head.in_features + 1) * 4
+        return {"head rows": n * (self.model.head.in_features + 1) * 4}
 
     def predict_taw(self, x, k):
         """Class index within task k of every input, through task k's subnetwork."""
@@ -306,10 +310,10 @@ class Joint(Learner):
     def loss_columns(self, task):
         return slice(0, task.offset + task.n_classes)
 
-    def stored_bytes(self, k):
+    def stored_parts(self, k):
         """Head rows plus every training image of task k (one byte per pixel), which joint training
         must keep."""
-        return super().stored_bytes(k) + self.image_bytes[k]
+        return {**super().stored_parts(k), "images": self.image_bytes[k]}
 
     def json_state(self):
         return {"image_bytes": self.image_bytes}

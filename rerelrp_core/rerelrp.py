@@ -59,15 +59,17 @@ class ReReLRP(Learner):
     def stacked_task_masks(self, tasks):
         return self.ownership.stacked_masks(tasks, 1)
 
-    def stored_bytes(self, k):
-        """What the run file keeps for task k: its head rows, keep masks (one byte per unit), the
-        relevance values (float16) that recognisers read, logits of task k's samples through every
-        subnetwork, and the column indices. The recognisers are not stored: they are retrained from
+    def stored_parts(self, k):
+        """What the run file keeps for task k: its head rows, keep mask (one byte per unit), the
+        relevance values (float16) recognisers read and the logits of task k's samples through every
+        subnetwork, and column indices. The recognisers are not stored: they are retrained from
         these values when a run opens."""
-        arrays = [a for (m, t), entry in self.features.items() if t == k for a in entry]
-        arrays += [torch.as_tensor(self.selected[k])] if k in self.selected else []
-        stored = sum(a.numel() * a.element_size() for a in arrays)
-        return super().stored_bytes(k) + sum(self.ownership.layer_sizes) + stored
+        entries = [entry for (m, t), entry in self.features.items() if t == k]
+        size = lambda tensors: sum(a.numel() * a.element_size() for a in tensors)
+        indices = [columns for _, _, columns in entries] + ([torch.as_tensor(self.selected[k])] if k in self.selected else [])
+        return {**super().stored_parts(k), "masks": sum(self.ownership.layer_sizes),
+                "relevance values": size(values for values, _, _ in entries),
+                "logits": size(logits for _, logits, _ in entries), "column indices": size(indices)}
 
     def json_state(self):
         return {"prune_log": self.prune_log}
@@ -106,7 +108,8 @@ class ReReLRP(Learner):
                 columns = tensors.get(f"columns.m{m}.t{t}", torch.arange(units))
                 if (values.dim() != 2 or columns.dim() != 1 or values.shape[1] != len(columns)
                         or logits.shape != (len(values), self.heads[m][1])
-                        or (len(columns) and (columns.min() < 0 or columns.max() >= units))):
+                        or (len(columns) and (columns.min() < 0 or columns.max() >= units))
+                        or (columns[1:] <= columns[:-1]).any()):
                     raise UserError(f"the relevance features of task {t} through subnetwork {m} have the wrong shape")
                 self.features[(m, t)] = (values, logits, columns.long())
         for r in range(n_tasks):
@@ -118,6 +121,8 @@ class ReReLRP(Learner):
                 raise UserError(f"the recogniser columns of task {r} are out of range")
             else:
                 self.selected[r] = selected.long().numpy()
+        for m, t in self.features:
+            self.keep_read_columns(m, t)
         self.fit_recognisers()
 
     def reference_set(self, task):
@@ -178,9 +183,17 @@ class ReReLRP(Learner):
             self.features[(m, t)] = (result.features[m].half(), result.logits[m].half(), units)
         self.selected[t] = self.choose_columns(t)
         for m in range(t + 1):
-            values, logits, _ = self.features[(m, t)]
-            columns = self.columns_read(m, t)
-            self.features[(m, t)] = (values[:, columns].contiguous(), logits, columns)
+            self.keep_read_columns(m, t)
+
+    def keep_read_columns(self, m, t):
+        """Drop the stored columns of (m, t) that no recogniser reads."""
+        values, logits, columns = self.features[(m, t)]
+        read = self.columns_read(m, t)
+        where = torch.searchsorted(columns, read)
+        if len(read) and (where.max() >= len(columns) or not torch.equal(columns[where], read)):
+            raise UserError(f"the relevance features of task {t} through subnetwork {m} lack columns "
+                            "its recognisers read")
+        self.features[(m, t)] = (values[:, where].contiguous(), logits, read)
 
     def choose_columns(self, r):
         """Recogniser r's input columns: top_k per subnetwork it sees, by mean relevance on task r's samples."""
