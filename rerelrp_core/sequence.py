@@ -1,5 +1,6 @@
 """Train a whole task sequence and evaluate after every task: the engine's main entry point."""
 import time
+from dataclasses import replace
 
 import torch
 
@@ -35,14 +36,21 @@ def new_run(dataset, split, config, tasks):
                       for t in tasks], learner=learner)
 
 
-def train_sequence(dataset, split, config, progress=None, should_stop=None, on_task_end=None, run=None):
+def train_sequence(dataset, split, config, progress=None, should_stop=None, on_task_end=None, run=None,
+                   evaluate_on="test"):
     """Train every task of ``split`` in order (continuing ``run`` if given, e.g. a resumed
     checkpoint), evaluating all seen tasks after each one.
+
+    evaluate_on: ``test``, or ``validation`` to score every step on the validation images instead
+    (for choosing hyperparameters without ever looking at the test split).
 
     progress(stage, done, total, info): live progress; should_stop(): cancel when True;
     on_task_end(run): called after each finished task (e.g. to write a checkpoint).
     """
     tasks = make_tasks(dataset, split)
+    if evaluate_on not in ("test", "validation"):
+        raise UserError(f"evaluate_on must be 'test' or 'validation', not {evaluate_on!r}.")
+    scored = tasks if evaluate_on == "test" else [replace(t, x_test=t.x_val, y_test=t.y_val) for t in tasks]
     if run is None:
         run = new_run(dataset, split, config, tasks)
     elif [t["classes"] for t in run.tasks] != [t.classes for t in tasks]:
@@ -55,7 +63,7 @@ def train_sequence(dataset, split, config, progress=None, should_stop=None, on_t
         if config.keep_snapshots:
             run.snapshots.append({k: v.detach().half().cpu() for k, v in learner.model.state_dict().items()})
         started = time.perf_counter()
-        taw, tag, confusion = evaluate_step(learner, tasks[:task.index + 1])
+        taw, tag, confusion = evaluate_step(learner, scored[:task.index + 1])
         run.history["acc_taw"].append(taw)
         run.history["acc_tag"].append(tag)
         run.history["task_confusion"] = confusion

@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from rerelrp_core.errors import UserError
+from rerelrp_core.learner import accuracy
 from rerelrp_core.runs import load_run, save_run
 from rerelrp_core.sequence import train_sequence
 
@@ -42,3 +44,16 @@ def test_regularisers_are_active(runs):
     assert ewc.fisher is not None and any(float(f.sum()) > 0 for f in ewc.fisher)
     lwf = runs["lwf"].learner
     assert lwf.old_model is not None and lwf.old_rows == 4     # distils rows of tasks 0 and 1
+
+
+def test_scoring_on_validation_never_touches_the_test_split(digits, digits_split, digits_tasks):
+    """bench/tune.py chooses hyperparameters with evaluate_on="validation": every score must be the
+    validation images' accuracy."""
+    run = train_sequence(digits, digits_split, small_config(method="finetune", epochs=2), evaluate_on="validation")
+    learner = run.learner
+    for task in digits_tasks:
+        expected = accuracy(learner.predict_taw(task.x_val, task.index), task.y_val)
+        assert run.metrics["acc_taw"][-1][task.index] == pytest.approx(expected, abs=1e-3)
+        assert sum(run.metrics["task_confusion"][task.index]) == len(task.x_val) != len(task.x_test)
+    with pytest.raises(UserError, match="evaluate_on"):
+        train_sequence(digits, digits_split, small_config(method="finetune"), evaluate_on="train")
