@@ -6,6 +6,18 @@ from rerelrp_core.explain import explanation_drift
 from ui import figures
 from ui.state import available_runs, current_run, open_run, run_tasks
 
+
+
+def stored_summary(name, metrics):
+    """One row of the cost table: final accuracies and the bytes kept, in kB, by kind."""
+    parts = metrics["stored_parts_per_task"]
+    kinds = {kind: sum(p.get(kind, 0) for p in parts) / 1e3 for kind in dict.fromkeys(k for p in parts for k in p)}
+    return {"run": name, "final TAg (%)": round(metrics["avg_acc_tag"][-1], 2),
+            "final TAw (%)": round(metrics["avg_acc_taw"][-1], 2),
+            "kept (kB)": round(sum(metrics["stored_bytes_per_task"]) / 1e3, 1),
+            **{f"{kind} (kB)": round(value, 1) for kind, value in kinds.items()}}
+
+
 st.title("Forgetting")
 run, lock, label = current_run()
 if run is None or not run.tasks_done:
@@ -24,7 +36,7 @@ left.plotly_chart(figures.accuracy_matrix(m["acc_taw"], "Task-aware accuracy (%)
 right.plotly_chart(figures.accuracy_matrix(m["acc_tag"], "Task-agnostic accuracy (%)"), width="stretch")
 
 st.subheader("Methods on the same split")
-series_taw, series_tag = {}, {}
+series_taw, series_tag, costs = {}, {}, []
 for other_label, path in available_runs():
     try:
         other, _ = open_run(path)
@@ -34,11 +46,17 @@ for other_label, path in available_runs():
         name = f"{other.config.method} ({other_label.split(':')[0]})"
         series_taw[name] = other.metrics["avg_acc_taw"]
         series_tag[name] = other.metrics["avg_acc_tag"]
+        costs.append(stored_summary(name, other.metrics))
 left, right = st.columns(2)
 left.plotly_chart(figures.curves(series_taw, "Average task-aware accuracy"), width="stretch")
 right.plotly_chart(figures.curves(series_tag, "Average task-agnostic accuracy"), width="stretch")
 if len(series_taw) < 2:
     st.caption("Train fine-tuning or joint on the same data set and number of tasks to compare methods here.")
+st.markdown("**What each method keeps to get there** (beyond the shared network, after its last task)")
+columns = dict.fromkeys(k for row in costs for k in row)     # a kind one method lacks is 0 for it
+st.dataframe([{k: row.get(k, 0) for k in columns} for row in costs], hide_index=True, width="stretch")
+st.caption("ReReLRP keeps masks and the relevance values its task recognisers read, never an image; iCaRL "
+           "keeps its exemplar images, joint training every image (one byte per pixel). kB = 1000 bytes.")
 
 st.subheader("Explanation drift")
 st.caption("One test image's LRP heatmap after each task, through what task-aware prediction of its task uses. "

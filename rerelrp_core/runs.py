@@ -77,6 +77,7 @@ class Run:
                                "consolidate": round(learner.timing["consolidate"], 3),
                                "evaluate": round(self.history["evaluate_s"], 3)}
         metrics["stored_bytes_per_task"] = [learner.stored_bytes(k) for k in range(len(learner.heads))]
+        metrics["stored_parts_per_task"] = [learner.stored_parts(k) for k in range(len(learner.heads))]
         metrics["capacity"] = self.history["capacity"]
         confusion = self.history.get("task_confusion")
         if confusion:

@@ -116,6 +116,10 @@ def test_forgetting_page_with_drift(runs_dir):
     shown = metrics(at)
     assert shown["TAw forgetting"] == "0.00"
     assert len(at.get("plotly_chart")) == 5  # two matrices, two curves, the drift strip
+    # the cost table: one row per demo run on the same split, replay-free ReReLRP keeps no image
+    costs = at.dataframe[0].value.set_index("run")
+    assert len(costs) == 3 and costs.loc[costs.index.str.startswith("rerelrp"), "images (kB)"].iloc[0] == 0
+    assert costs.loc[costs.index.str.startswith("joint"), "images (kB)"].iloc[0] > 1000
 
 
 def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):
