@@ -114,7 +114,7 @@ class ReReLRP(Learner):
                 self.features[(m, t)] = (values, logits, columns.long())
         for r in range(n_tasks):
             selected = tensors.get(f"selected.r{r}")
-            width = self.recogniser_input(r, [self.stored_block(j, r) for j in range(r + 1)]).shape[1]
+            width = self.block_start(r, r) + units + (self.heads[r][1] if self.recognition.with_logits else 0)
             if selected is None:    # an older run: its full vectors give the same choice
                 self.selected[r] = self.choose_columns(r)
             elif selected.dim() != 1 or len(selected) == 0 or selected.min() < 0 or selected.max() >= width:
