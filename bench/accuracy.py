@@ -53,19 +53,22 @@ def main():
             except UserError as error:      # e.g. a diverging baseline: report it, go on
                 print(f"{method} seed {seed}: {error}", flush=True)
                 rows.append({"method": method, "seed": seed, "error": str(error)})
-                continue
-            m = run.metrics
-            if args.save_runs:
-                save_run(run, Path(args.save_runs) / f"{args.dataset}-{method}-seed{seed}")
-            rows.append({"method": method, "seed": seed, "avg_acc_taw": m["avg_acc_taw"][-1],
-                         "avg_acc_tag": m["avg_acc_tag"][-1], "forgetting_taw": m["forgetting_taw"],
-                         "forgetting_tag": m["forgetting_tag"], "task_recognition_acc": m.get("task_recognition_acc"),
-                         "train_s": m["timing_s"]["train"], "consolidate_s": m["timing_s"]["consolidate"],
-                         "evaluate_s": m["timing_s"]["evaluate"], "total_s": round(time.perf_counter() - started, 1),
-                         "stored_bytes_total": sum(m["stored_bytes_per_task"])})
-            print(rows[-1], flush=True)
+            else:
+                if args.save_runs:
+                    save_run(run, Path(args.save_runs) / f"{args.dataset}-{method}-seed{seed}")
+                rows.append(result_row(method, seed, run.metrics, time.perf_counter() - started))
+                print(rows[-1], flush=True)
+            # after every run, so a benchmark stopped part-way keeps what it finished
+            write_results(args.name or f"accuracy-{args.dataset}", rows, {**meta, "recognition": recognition})
     print_table(rows, args.dataset)
-    write_results(args.name or f"accuracy-{args.dataset}", rows, {**meta, "recognition": recognition})
+
+
+def result_row(method, seed, m, seconds):
+    return {"method": method, "seed": seed, "avg_acc_taw": m["avg_acc_taw"][-1], "avg_acc_tag": m["avg_acc_tag"][-1],
+            "forgetting_taw": m["forgetting_taw"], "forgetting_tag": m["forgetting_tag"],
+            "task_recognition_acc": m.get("task_recognition_acc"), "train_s": m["timing_s"]["train"],
+            "consolidate_s": m["timing_s"]["consolidate"], "evaluate_s": m["timing_s"]["evaluate"],
+            "total_s": round(seconds, 1), "stored_bytes_total": sum(m["stored_bytes_per_task"])}
 
 
 def _value(text):
