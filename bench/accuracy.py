@@ -6,19 +6,15 @@ method over several seeds, next to the paper's numbers (Split Fashion-MNIST 5x2)
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import rerelrp_core  # noqa: E402,F401
-from rerelrp_core.data import SplitConfig, load_dataset  # noqa: E402
-from rerelrp_core.errors import UserError  # noqa: E402
-from rerelrp_core.learner import TrainConfig, resolve_device  # noqa: E402
+from rerelrp_core.learner import TrainConfig  # noqa: E402
 from rerelrp_core.recognition import RECOGNITION_PRESETS  # noqa: E402
 from rerelrp_core.runs import save_run  # noqa: E402
-from rerelrp_core.sequence import train_sequence  # noqa: E402
-from common import machine, write_results  # noqa: E402
+from common import open_dataset, timed_sequence, write_results  # noqa: E402
 
 # Final average accuracy (%) reported in arXiv 2502.10789 for Split Fashion-MNIST 5x2.
 PAPER = {"rerelrp": (63.54, 95.88), "icarl": (64.04, 97.39), "lwf": (25.17, 97.93), "ewc": (24.49, 96.71),
@@ -40,23 +36,18 @@ def main():
     args = parser.parse_args()
     recognition = {**RECOGNITION_PRESETS[args.preset],
                    **{k: _value(v) for k, v in (item.split("=", 1) for item in args.recognition)}}
-    dataset = load_dataset(args.dataset)
-    meta = machine(resolve_device("auto"))
-    print(meta)
+    dataset, meta = open_dataset(args.dataset)
     rows = []
     for method in args.methods:
         for seed in args.seeds:
             config = TrainConfig(method=method, seed=seed, epochs=args.epochs, recognition=recognition)
-            started = time.perf_counter()
-            try:
-                run = train_sequence(dataset, SplitConfig(n_tasks=args.tasks, seed=seed), config)
-            except UserError as error:      # e.g. a diverging baseline: report it, go on
-                print(f"{method} seed {seed}: {error}", flush=True)
-                rows.append({"method": method, "seed": seed, "error": str(error)})
+            run, outcome = timed_sequence(dataset, args.tasks, config)
+            if run is None:
+                rows.append({"method": method, "seed": seed, "error": outcome})
             else:
                 if args.save_runs:
                     save_run(run, Path(args.save_runs) / f"{args.dataset}-{method}-seed{seed}")
-                rows.append(result_row(method, seed, run.metrics, time.perf_counter() - started))
+                rows.append(result_row(method, seed, run.metrics, outcome))
                 print(rows[-1], flush=True)
             # after every run, so a benchmark stopped part-way keeps what it finished
             write_results(args.name or f"accuracy-{args.dataset}", rows, {**meta, "recognition": recognition})

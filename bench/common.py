@@ -3,9 +3,15 @@ import csv
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
+
+from rerelrp_core.data import SplitConfig, load_dataset
+from rerelrp_core.errors import UserError
+from rerelrp_core.learner import resolve_device
+from rerelrp_core.sequence import train_sequence
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -29,3 +35,23 @@ def write_results(name, rows, meta):
             writer.writeheader()
             writer.writerows(rows)
     print(f"written: {RESULTS / name}.json, .csv")
+
+
+def open_dataset(name):
+    """Load data set ``name`` and print the machine figures come from; returns (dataset, machine)."""
+    dataset = load_dataset(name)
+    meta = machine(resolve_device("auto"))
+    print(meta)
+    return dataset, meta
+
+
+def timed_sequence(dataset, n_tasks, config, **options):
+    """Train one whole sequence; returns (run, seconds), or (None, message) when training fails
+    (e.g. a diverging baseline) so that a benchmark reports it and goes on."""
+    started = time.perf_counter()
+    try:
+        run = train_sequence(dataset, SplitConfig(n_tasks=n_tasks, seed=config.seed), config, **options)
+    except UserError as error:
+        print(f"{config.method} seed {config.seed}: {error}", flush=True)
+        return None, str(error)
+    return run, time.perf_counter() - started

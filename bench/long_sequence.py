@@ -7,17 +7,13 @@ layer, and writes one row per (method, seed, step).
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import rerelrp_core  # noqa: E402,F401
-from rerelrp_core.data import SplitConfig, load_dataset  # noqa: E402
-from rerelrp_core.errors import UserError  # noqa: E402
-from rerelrp_core.learner import TrainConfig, resolve_device  # noqa: E402
-from rerelrp_core.sequence import train_sequence  # noqa: E402
-from common import machine, write_results  # noqa: E402
+from rerelrp_core.learner import TrainConfig  # noqa: E402
+from common import open_dataset, timed_sequence, write_results  # noqa: E402
 
 
 def main():
@@ -29,22 +25,16 @@ def main():
     parser.add_argument("--acc-drop", type=float, default=2.0,
                         help="pruning budget in points; 40 validation images per class make 1 point < 1 image")
     args = parser.parse_args()
-    dataset = load_dataset(args.dataset)
-    meta = machine(resolve_device("auto"))
-    print(meta)
+    dataset, meta = open_dataset(args.dataset)
     rows = []
     for method in args.methods:
         for seed in args.seeds:
-            config = TrainConfig(method=method, seed=seed, acc_drop=args.acc_drop)
-            started = time.perf_counter()
-            try:
-                run = train_sequence(dataset, SplitConfig(n_tasks=args.tasks, seed=seed), config)
-            except UserError as error:
-                print(f"{method} seed {seed}: {error}", flush=True)
-                rows.append({"method": method, "seed": seed, "error": str(error)})
+            run, outcome = timed_sequence(dataset, args.tasks, TrainConfig(method=method, seed=seed, acc_drop=args.acc_drop))
+            if run is None:
+                rows.append({"method": method, "seed": seed, "error": outcome})
                 continue
-            rows += step_rows(method, seed, run.metrics, time.perf_counter() - started)
-            print(f"{method} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
+            rows += step_rows(method, seed, run.metrics, outcome)
+            print(f"{method} seed {seed}: {outcome:.0f} s", flush=True)
     print_table(rows)
     write_results(f"long-sequence-{args.dataset}", rows, {**meta, "acc_drop": args.acc_drop})
 

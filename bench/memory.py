@@ -41,7 +41,7 @@ def main():
 def print_table(rows):
     kinds = list(dict.fromkeys(k for r in rows for k in r
                                if k not in ("run", "method", "dataset", "task", "total", "learner_file_bytes")))
-    print(f"\nbytes kept per task beyond the shared backbone (kB = 1000 bytes)")
+    print("\nbytes kept per task beyond the shared backbone (kB = 1000 bytes)")
     print(f"{'run':36} {'task':>4} " + " ".join(f"{k:>16}" for k in kinds) + f" {'total':>10}")
     for run in dict.fromkeys(r["run"] for r in rows):
         mine = [r for r in rows if r["run"] == run]

@@ -6,17 +6,13 @@ split). Prints the table and the value with the best final average validation TA
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import rerelrp_core  # noqa: E402,F401
-from rerelrp_core.data import SplitConfig, load_dataset  # noqa: E402
-from rerelrp_core.errors import UserError  # noqa: E402
-from rerelrp_core.learner import TrainConfig, resolve_device  # noqa: E402
-from rerelrp_core.sequence import train_sequence  # noqa: E402
-from common import machine, write_results  # noqa: E402
+from rerelrp_core.learner import TrainConfig  # noqa: E402
+from common import open_dataset, timed_sequence, write_results  # noqa: E402
 
 
 def main():
@@ -27,24 +23,15 @@ def main():
     parser.add_argument("--values", type=float, nargs="+", required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    dataset = load_dataset(args.dataset)
-    meta = machine(resolve_device("auto"))
-    print(meta)
+    dataset, meta = open_dataset(args.dataset)
     rows = []
     for value in args.values:
         config = TrainConfig(method=args.method, seed=args.seed, reg_strength=value)
-        started = time.perf_counter()
-        try:
-            run = train_sequence(dataset, SplitConfig(n_tasks=args.tasks, seed=args.seed), config,
-                                 evaluate_on="validation")
-        except UserError as error:
-            rows.append({"method": args.method, "reg_strength": value, "error": str(error)})
-            print(rows[-1], flush=True)
-            continue
-        rows.append({"method": args.method, "reg_strength": value,
-                     "val_avg_acc_tag": run.metrics["avg_acc_tag"][-1],
-                     "val_avg_acc_taw": run.metrics["avg_acc_taw"][-1],
-                     "seconds": round(time.perf_counter() - started, 1)})
+        run, outcome = timed_sequence(dataset, args.tasks, config, evaluate_on="validation")
+        row = {"method": args.method, "reg_strength": value}
+        rows.append({**row, "error": outcome} if run is None else
+                    {**row, "val_avg_acc_tag": run.metrics["avg_acc_tag"][-1],
+                     "val_avg_acc_taw": run.metrics["avg_acc_taw"][-1], "seconds": round(outcome, 1)})
         print(rows[-1], flush=True)
     scored = [r for r in rows if "error" not in r]
     print(f"\n{args.method} on {args.dataset} (seed {args.seed}), final average accuracy on validation images")
