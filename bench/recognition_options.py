@@ -34,6 +34,10 @@ OPTIONS = {name: {**FAITHFUL, **changes} for name, changes in {
     "chain-full": {"chain": "chain-full"},
     "context, 300 val/class, 300 ref/class": {"context": True, "val_per_class": 300, "ref_per_class": 300},
     "context, 300 val/class, +logits": {"context": True, "val_per_class": 300, "with_logits": True},
+    "context, 300 val/class, top 20": {"context": True, "val_per_class": 300, "top_k": 20},
+    "context, 300 val/class, top 80": {"context": True, "val_per_class": 300, "top_k": 80},
+    "context, 600 val/class": {"context": True, "val_per_class": 600},
+    "context, 300 val/class, 600 trees": {"context": True, "val_per_class": 300, "trees": 600},
 }.items()}
 
 
@@ -48,6 +52,9 @@ def recognition_scores(learner, tasks, part):
             unseen = torch.ones(len(task.y_val), dtype=torch.bool)
             unseen[learner.recognition_indices(task)] = False
             x, y = task.x_val[unseen], task.y_val[unseen]
+            if not len(x):
+                raise SystemExit(f"task {task.index}: every validation image trains the recognisers "
+                                 "(val_per_class too large for this data set); nothing is left to score on")
         result = learner.recognise(x)
         rec.append(accuracy(result["task"], torch.full_like(y, task.index)))
         tag.append(accuracy(result["predicted"], y + task.offset))

@@ -19,7 +19,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--tasks", type=int, default=5)
-    parser.add_argument("--method", required=True, help="ewc or lwf (their reg_strength is tuned)")
+    # not rerelrp: its pruning and recognisers use validation images, so they cannot score it
+    parser.add_argument("--method", required=True, choices=["ewc", "lwf"], help="whose reg_strength to tune")
     parser.add_argument("--values", type=float, nargs="+", required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

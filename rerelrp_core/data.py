@@ -172,7 +172,7 @@ def load_mnist5k(test_per_class=100):
                         _images(pixels[test_idx]), _labels(labels[test_idx]), [str(d) for d in range(10)])
 
 
-def load_mnist5k_fashion(train_per_class=400, test_per_class=100, root=None):
+def load_mnist5k_fashion(train_per_class=400, test_per_class=100, root=None, download=False):
     """20 classes for long task sequences: the 10 MNIST-5k digits (ids 0-9) followed by the 10
     Fashion-MNIST classes (ids 10-19), both 28x28 grey.
 
@@ -180,7 +180,7 @@ def load_mnist5k_fashion(train_per_class=400, test_per_class=100, root=None):
     class, its first ``train_per_class`` training and first ``test_per_class`` test images in file order.
     """
     digits = load_mnist5k(test_per_class=test_per_class)
-    fashion = load_fashion_mnist(root)
+    fashion = load_fashion_mnist(root, download)
     first = lambda labels, n: torch.cat([torch.nonzero(labels == c).flatten()[:n] for c in range(10)])
     train_rows, test_rows = first(fashion.y_train, train_per_class), first(fashion.y_test, test_per_class)
     return ImageDataset("mnist5k-fashion",

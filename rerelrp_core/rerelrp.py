@@ -112,13 +112,15 @@ class ReReLRP(Learner):
                         or (columns[1:] <= columns[:-1]).any()):
                     raise UserError(f"the relevance features of task {t} through subnetwork {m} have the wrong shape")
                 self.features[(m, t)] = (values, logits, columns.long())
+        compact = any(name.startswith("columns.") for name in tensors)
         for r in range(n_tasks):
             selected = tensors.get(f"selected.r{r}")
             width = self.block_start(r, r) + units + (self.heads[r][1] if self.recognition.with_logits else 0)
-            if selected is None:    # an older run: its full vectors give the same choice
+            if selected is None and not compact:    # an older run: its full vectors give the same choice
                 self.selected[r] = self.choose_columns(r)
-            elif selected.dim() != 1 or len(selected) == 0 or selected.min() < 0 or selected.max() >= width:
-                raise UserError(f"the recogniser columns of task {r} are out of range")
+            elif (selected is None or selected.dim() != 1 or selected.dtype != torch.int64 or len(selected) == 0
+                  or selected.min() < 0 or selected.max() >= width or (selected[1:] <= selected[:-1]).any()):
+                raise UserError(f"the recogniser columns of task {r} are missing or out of range")
             else:
                 self.selected[r] = selected.long().numpy()
         for m, t in self.features:
@@ -176,6 +178,9 @@ class ReReLRP(Learner):
         subnetwork m <= t. Recogniser t's columns are chosen from them now (its own samples decide),
         and only the columns some recogniser r <= t reads are kept (float16), never the images."""
         t = task.index
+        if any(r not in self.selected for r in range(t)):
+            raise UserError("This run was saved before task recognition existed, so its earlier tasks have no "
+                            "relevance features to recognise them by; train it again from the start.")
         x = torch.cat([x_ref, task.x_val[self.recognition_indices(task)]])
         result = self.subnetworks(x, range(t + 1))
         units = torch.arange(result.features[0].shape[1])

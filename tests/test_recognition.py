@@ -109,14 +109,19 @@ def test_keeping_only_read_columns_changes_no_prediction(digits_run, digits_task
 
 @pytest.mark.parametrize("name, bad", [("columns.m0.t1", lambda t: t + 10_000),
                                        ("columns.m1.t2", lambda t: t[:-1]),
-                                       ("selected.r0", lambda t: t - 10_000)])
+                                       ("selected.r0", lambda t: t - 10_000),
+                                       ("selected.r0", lambda t: t.flip(0)),
+                                       ("selected.r1", None)])
 def test_damaged_column_lists_are_refused(digits_run, tmp_path, name, bad):
     save_run(digits_run, tmp_path / "run")
     path = tmp_path / "run" / "learner.safetensors"
     tensors = load_file(str(path))
-    tensors[name] = bad(tensors[name])
+    if bad is None:
+        del tensors[name]
+    else:
+        tensors[name] = bad(tensors[name])
     save_file(tensors, str(path))
-    with pytest.raises(UserError, match="wrong shape|out of range"):
+    with pytest.raises(UserError, match="wrong shape|missing or out of range"):
         load_run(tmp_path / "run")
 
 

@@ -72,3 +72,6 @@ def test_run_saved_before_recognition_existed_still_opens(digits_run, digits_tas
     with pytest.raises(UserError, match="no task recognisers"):
         loaded.learner.recognise(x[:2])
     assert explain_image(loaded, x[:1])["task_probs"] is None
+    # going on with it (a resumed run's next task) says why it cannot, instead of a KeyError
+    with pytest.raises(UserError, match="saved before task recognition existed"):
+        loaded.learner.store_relevance_features(digits_tasks[2], digits_tasks[2].x_train[:10])
