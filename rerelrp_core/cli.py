@@ -40,6 +40,9 @@ def build_parser():
     train.add_argument("--loss-scope", default=defaults.loss_scope, choices=["task", "seen"])
     train.add_argument("--max-keep-fraction", type=float, help="cap on the share of units one task may keep")
     train.add_argument("--reinit-free", action="store_true", help="re-initialise free units before each task")
+    train.add_argument("--reg-strength", type=float,
+                       help="ewc / lwf regularisation weight (default: EWC 50000, LwF 0.5, chosen on validation)")
+    train.add_argument("--memory", type=int, default=defaults.memory, help="icarl's image buffer size")
     train.add_argument("--recognition", default="ours", choices=sorted(RECOGNITION_PRESETS),
                        help="task recognisers: 'faithful' (the paper's) or 'ours' (more context and data)")
     train.add_argument("--seed", type=int, default=0)
@@ -59,6 +62,7 @@ def config_from_args(args):
                        batch_size=args.batch_size, acc_drop=args.acc_drop, ref_per_class=args.ref_per_class,
                        loss_scope=args.loss_scope, max_keep_fraction=args.max_keep_fraction,
                        reinit_free=args.reinit_free, seed=args.seed, device=args.device,
+                       reg_strength=args.reg_strength, memory=args.memory,
                        recognition=dict(RECOGNITION_PRESETS[args.recognition]))
 
 

@@ -42,7 +42,7 @@ class TrainConfig:
     acc_drop: validation accuracy points a task may lose to pruning.
     ref_per_class: reference samples per class for relevance (research default 67).
     max_keep_fraction: optional cap on the share of all units one task may keep.
-    reg_strength: baselines' regularisation weight (None = the method's default: EWC 5000, LwF 1).
+    reg_strength: baselines' regularisation weight (None = the method's default: EWC 50000, LwF 0.5).
     memory: iCaRL's exemplar buffer, in images (2000, as in the paper's comparison).
     reinit_free: re-initialise units no task owns before each new task.
     keep_snapshots: keep a float16 copy of the weights after every task (for explanation drift).
