@@ -36,8 +36,6 @@ OPTIONS = {name: {**FAITHFUL, **changes} for name, changes in {
     "context, 300 val/class, +logits": {"context": True, "val_per_class": 300, "with_logits": True},
     "context, 300 val/class, top 20": {"context": True, "val_per_class": 300, "top_k": 20},
     "context, 300 val/class, top 80": {"context": True, "val_per_class": 300, "top_k": 80},
-    "context, 600 val/class": {"context": True, "val_per_class": 600},
-    "context, 300 val/class, 600 trees": {"context": True, "val_per_class": 300, "trees": 600},
 }.items()}
 
 

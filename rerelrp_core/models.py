@@ -87,10 +87,10 @@ class ContinualNet(nn.Module):
 
     def check_input(self, x):
         """Raise a UserError unless ``x`` is a batch shaped (N, *input_shape)."""
-        if not torch.is_tensor(x) or x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
+        if not torch.is_tensor(x) or x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape or not len(x):
             shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise UserError(f"Expected a batch of images shaped (N, {', '.join(map(str, self.input_shape))}), "
-                            f"got {shape}.")
+            raise UserError(f"Expected a batch of at least one image shaped "
+                            f"(N, {', '.join(map(str, self.input_shape))}), got {shape}.")
 
 
 def small_cnn(input_shape, n_classes, widths=(32, 64), hidden=256):

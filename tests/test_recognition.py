@@ -129,5 +129,7 @@ def test_bad_inputs(digits_run):
     learner = digits_run.learner
     with pytest.raises(UserError, match=r"shaped \(N, 1, 8, 8\)"):
         learner.recognise(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(UserError, match=r"at least one image .* got \(0, 1, 8, 8\)"):
+        learner.recognise(torch.zeros(0, 1, 8, 8))
     with pytest.raises(UserError, match="exactly one image"):
         explain_image(digits_run, torch.zeros(2, 1, 8, 8))
