@@ -16,6 +16,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from .errors import UserError
 from .learner import Learner
 
 
@@ -183,11 +184,25 @@ class ICaRL(Learner):
         return {**super().stored_parts(k), "images": images * channels * height * width}
 
     def tensor_state(self):
-        return {f"exemplars.{row}": images for row, images in self.exemplars.items()}
+        """The exemplars, as uint8 when that is exact (images read from 8-bit files, like every
+        bundled data set but digits), so the file holds what ``stored_parts`` counts."""
+        tensors = {}
+        for row, images in self.exemplars.items():
+            as_bytes = torch.round(images * 255)
+            exact = torch.equal(as_bytes / 255, images)
+            tensors[f"exemplars.{row}"] = as_bytes.to(torch.uint8) if exact else images
+        return tensors
 
     def load_tensor_state(self, tensors, n_tasks):
-        self.exemplars = {int(name.split(".")[1]): images for name, images in tensors.items()
-                          if name.startswith("exemplars.")}
+        self.exemplars = {}
+        rows = sum(n for _, n in self.heads)
+        for name, images in tensors.items():
+            row = name.split(".")[1] if name.startswith("exemplars.") else None
+            if (row is None or not row.isdigit() or int(row) >= rows or images.dim() != 4 or not len(images)
+                    or tuple(images.shape[1:]) != self.model.input_shape
+                    or images.dtype not in (torch.uint8, torch.float32)):
+                raise UserError(f"the stored exemplar images {name!r} do not fit this run")
+            self.exemplars[int(row)] = images.float() / 255 if images.dtype == torch.uint8 else images
         if self.exemplars:
             self.update_means()
 

@@ -1,6 +1,9 @@
 """EWC, LwF and iCaRL on the same engine: they run, save and load, and behave as their idea says."""
+from dataclasses import replace
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from rerelrp_core.errors import UserError
 from rerelrp_core.learner import accuracy
@@ -57,3 +60,21 @@ def test_scoring_on_validation_never_touches_the_test_split(digits, digits_split
         assert sum(run.metrics["task_confusion"][task.index]) == len(task.x_val) != len(task.x_test)
     with pytest.raises(UserError, match="evaluate_on"):
         train_sequence(digits, digits_split, small_config(method="finetune"), evaluate_on="train")
+
+
+def test_icarl_keeps_8_bit_images_as_bytes_and_refuses_damaged_ones(digits, digits_split, tmp_path):
+    """Images read from 8-bit files are stored as uint8 (what stored_bytes counts) and come back
+    bit-exact; exemplars that do not fit the run are refused with a clear message."""
+    eight_bit = replace(digits, x_train=torch.round(digits.x_train * 255) / 255, x_test=torch.round(digits.x_test * 255) / 255)
+    run = train_sequence(eight_bit, digits_split, small_config(method="icarl", epochs=1, memory=60))
+    save_run(run, tmp_path / "run")
+    tensors = load_file(str(tmp_path / "run" / "learner.safetensors"))
+    assert {t.dtype for t in tensors.values()} == {torch.uint8}
+    assert sum(t.numel() for t in tensors.values()) == sum(run.metrics["stored_parts_per_task"][k]["images"] for k in range(3))
+    loaded = load_run(tmp_path / "run").learner
+    for row, images in run.learner.exemplars.items():
+        assert torch.equal(loaded.exemplars[row], images)
+    tensors["exemplars.0"] = tensors["exemplars.0"][:, :, :4].contiguous()
+    save_file(tensors, str(tmp_path / "run" / "learner.safetensors"))
+    with pytest.raises(UserError, match="exemplar images 'exemplars.0' do not fit"):
+        load_run(tmp_path / "run")
