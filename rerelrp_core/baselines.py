@@ -65,10 +65,24 @@ class EWC(Learner):
                 **{f"anchor.{i}": a for i, a in enumerate(self.anchor)}}
 
     def load_tensor_state(self, tensors, n_tasks):
-        n = len(list(self.model.parameters()))
-        if "fisher.0" in tensors:
-            self.fisher = [tensors[f"fisher.{i}"].to(self.device) for i in range(n)]
-            self.anchor = [tensors[f"anchor.{i}"].to(self.device) for i in range(n)]
+        if "fisher.0" not in tensors:
+            return
+        shapes = [p.shape for p in self.model.parameters()]
+        for kind in ("fisher", "anchor"):
+            if any(f"{kind}.{i}" not in tensors or tensors[f"{kind}.{i}"].shape != shape
+                   for i, shape in enumerate(shapes)):
+                raise UserError(f"the stored EWC {kind} tensors are missing or do not fit this model")
+        self.fisher = [tensors[f"fisher.{i}"].to(self.device) for i in range(len(shapes))]
+        self.anchor = [tensors[f"anchor.{i}"].to(self.device) for i in range(len(shapes))]
+
+    def stored_parts(self, k):
+        """Head rows; the merged Fisher and the anchor weights (float32, one value per parameter
+        each) replace the previous ones after every task, so they are counted once, under the
+        last task."""
+        parts = super().stored_parts(k)
+        if self.fisher is not None and k == len(self.heads) - 1:
+            parts["fisher + anchor"] = sum(f.numel() * 4 for f in self.fisher) * 2
+        return parts
 
 
 class LwF(Learner):

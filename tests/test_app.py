@@ -118,8 +118,9 @@ def test_forgetting_page_with_drift(runs_dir):
     assert len(at.get("plotly_chart")) == 5  # two matrices, two curves, the drift strip
     # the cost table: one row per demo run on the same split, replay-free ReReLRP keeps no image
     costs = at.dataframe[0].value.set_index("run")
-    assert len(costs) == 3 and costs.loc[costs.index.str.startswith("rerelrp"), "images (kB)"].iloc[0] == 0
+    assert len(costs) == 6 and costs.loc[costs.index.str.startswith("rerelrp"), "images (kB)"].iloc[0] == 0
     assert costs.loc[costs.index.str.startswith("joint"), "images (kB)"].iloc[0] > 1000
+    assert costs.loc[costs.index.str.startswith("icarl"), "images (kB)"].iloc[0] == 2000 * 28 * 28 / 1e3
 
 
 def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):

@@ -78,3 +78,17 @@ def test_icarl_keeps_8_bit_images_as_bytes_and_refuses_damaged_ones(digits, digi
     save_file(tensors, str(tmp_path / "run" / "learner.safetensors"))
     with pytest.raises(UserError, match="exemplar images 'exemplars.0' do not fit"):
         load_run(tmp_path / "run")
+
+
+def test_ewc_counts_its_fisher_and_refuses_a_damaged_one(runs, tmp_path):
+    run = runs["ewc"]
+    parts = run.metrics["stored_parts_per_task"]
+    assert "fisher + anchor" in parts[-1] and all("fisher + anchor" not in p for p in parts[:-1])
+    save_run(run, tmp_path / "run")
+    path = tmp_path / "run" / "learner.safetensors"
+    assert path.stat().st_size >= parts[-1]["fisher + anchor"]
+    tensors = load_file(str(path))
+    del tensors["anchor.1"]
+    save_file(tensors, str(path))
+    with pytest.raises(UserError, match="EWC anchor tensors are missing"):
+        load_run(tmp_path / "run")
