@@ -55,8 +55,9 @@ if len(series_taw) < 2:
 st.markdown("**What each method keeps to get there** (beyond the shared network, after its last task)")
 columns = dict.fromkeys(k for row in costs for k in row)     # a kind one method lacks is 0 for it
 st.dataframe([{k: row.get(k, 0) for k in columns} for row in costs], hide_index=True, width="stretch")
-st.caption("ReReLRP keeps masks and the relevance values its task recognisers read, never an image; iCaRL "
-           "keeps its exemplar images, joint training every image (one byte per pixel). kB = 1000 bytes.")
+st.caption("ReReLRP keeps masks and the relevance values its task recognisers read, never an image; EWC a "
+           "Fisher value and an anchor weight per parameter; iCaRL its exemplar images and joint training every "
+           "image (one byte per pixel). kB = 1000 bytes.")
 
 st.subheader("Explanation drift")
 st.caption("One test image's LRP heatmap after each task, through what task-aware prediction of its task uses. "
