@@ -7,7 +7,6 @@ from ui import figures
 from ui.state import available_runs, current_run, open_run, run_tasks
 
 
-
 def stored_summary(name, metrics):
     """One row of the cost table: final accuracies and the bytes kept, in kB, by kind."""
     parts = metrics["stored_parts_per_task"]
