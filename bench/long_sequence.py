@@ -24,6 +24,7 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--acc-drop", type=float, default=2.0,
                         help="pruning budget in points; 40 validation images per class make 1 point < 1 image")
+    parser.add_argument("--name", help="result file name (default long-sequence-DATASET)")
     args = parser.parse_args()
     dataset, meta = open_dataset(args.dataset)
     rows = []
@@ -36,7 +37,7 @@ def main():
             rows += step_rows(method, seed, run.metrics, outcome)
             print(f"{method} seed {seed}: {outcome:.0f} s", flush=True)
     print_table(rows)
-    write_results(f"long-sequence-{args.dataset}", rows, {**meta, "acc_drop": args.acc_drop})
+    write_results(args.name or f"long-sequence-{args.dataset}", rows, {**meta, "acc_drop": args.acc_drop})
 
 
 def step_rows(method, seed, metrics, seconds):
