@@ -2,6 +2,7 @@
 subnetwork, the kept units are frozen for good, and the relevance pattern an input produces in every
 subnetwork tells which task it belongs to (arXiv 2502.10789; see docs/ENGINE.md)."""
 import copy
+import functools
 import time
 from dataclasses import fields
 
@@ -235,9 +236,10 @@ class ReReLRP(Learner):
     def fit_recognisers(self):
         """(Re)train recogniser m for every m < last task: own samples vs later tasks' samples."""
         last = self.ownership.n_tasks - 1
+        block = functools.cache(self.stored_block)   # block (j, t) feeds every recogniser m >= j
 
         def matrix(m, t):
-            return self.recogniser_input(m, [self.stored_block(j, t) for j in range(m + 1)])
+            return self.recogniser_input(m, [block(j, t) for j in range(m + 1)])
 
         self.recognisers = [
             Recogniser(m, self.recognition, self.config.seed).fit(
