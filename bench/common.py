@@ -10,7 +10,7 @@ import torch
 
 from rerelrp_core.data import SplitConfig, load_dataset
 from rerelrp_core.errors import UserError
-from rerelrp_core.learner import resolve_device
+from rerelrp_core.learners import resolve_device
 from rerelrp_core.sequence import train_sequence
 
 RESULTS = Path(__file__).parent / "results"

@@ -3,15 +3,15 @@ import numpy as np
 import streamlit as st
 
 from rerelrp_core.errors import UserError
-from rerelrp_core.explain import (explain_image, pathway_share, prepare_upload, relevance_flows,
-                                  unit_owners)
+from rerelrp_core.explain import explain_image, pathway_share, prepare_upload, relevance_flows, unit_owners
 from ui import figures
 from ui.state import current_run, run_tasks
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
 
 st.title("Explore an image")
-run, lock, label = current_run()
+shared = current_run()
+run = shared.run if shared else None
 if run is None:
     st.info("Pick a run in the sidebar (the bundled demo run is there from the start).")
     st.stop()
@@ -48,8 +48,8 @@ else:
 if x is None:
     st.stop()
 
-with st.spinner("Running every subnetwork with LRP…"), lock:
-    result = explain_image(run, x)
+with st.spinner("Running every subnetwork with LRP…"), shared.borrow() as replica:
+    result = explain_image(replica, x)
     owners = unit_owners(run)
     layers = run.layer_names
 

@@ -18,7 +18,8 @@ def stored_summary(name, metrics):
 
 
 st.title("Forgetting")
-run, lock, label = current_run()
+shared = current_run()
+run = shared.run if shared else None
 if run is None or not run.tasks_done:
     st.info("Pick a run with at least one finished task in the sidebar.")
     st.stop()
@@ -36,13 +37,13 @@ right.plotly_chart(figures.accuracy_matrix(m["acc_tag"], "Task-agnostic accuracy
 
 st.subheader("Methods on the same split")
 series_taw, series_tag, costs = {}, {}, []
-for other_label, path in available_runs():
+for entry in available_runs():
     try:
-        other, _ = open_run(path)
+        other = open_run(entry["path"]).run
     except UserError:
         continue
     if other.dataset == run.dataset and vars(other.split) == vars(run.split) and other.tasks_done:
-        name = f"{other.config.method} ({other_label.split(':')[0]})"
+        name = f"{other.config.method} ({'demo ' if entry['demo'] else ''}{entry['name']})"
         series_taw[name] = other.metrics["avg_acc_taw"]
         series_tag[name] = other.metrics["avg_acc_tag"]
         costs.append(stored_summary(name, other.metrics))
@@ -70,6 +71,6 @@ task_index = c1.selectbox("Task of the image", range(run.tasks_done), format_fun
 task = tasks[task_index]
 sample = c2.number_input("Test sample", 0, len(task.x_test) - 1, 0, key="drift_sample")
 row = task.offset + int(task.y_test[sample])
-with st.spinner("Recomputing the heatmap after every task…"), lock:
+with st.spinner("Recomputing the heatmap after every task…"):
     strip = explanation_drift(run, task.x_test[sample:sample + 1], task_index, row)
 st.plotly_chart(figures.heatmaps([h for _, h in strip], [f"after task {s}" for s, _ in strip]), width="stretch")

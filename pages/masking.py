@@ -7,22 +7,23 @@ from ui import figures
 from ui.state import current_run, run_tasks
 
 st.title("Masking and ablation")
-run, lock, label = current_run()
+shared = current_run()
+run = shared.run if shared else None
 if run is None or not run.tasks_done:
     st.info("Pick a run with at least one finished task in the sidebar.")
     st.stop()
 tasks = run_tasks(run)
-labels = [f"task {t['index']}" for t in run.tasks[:run.tasks_done]]
+labels = [f"task {t.index}" for t in run.tasks[:run.tasks_done]]
 
 st.subheader("Before and after masking")
 st.caption("Unmasked: the whole final network with the task's head rows. Subnetwork: the task's own mask "
            "(pruned units output 0) — what task-aware prediction uses.")
-with st.spinner("Evaluating every task…"), lock:
-    rows = masking_report(run, tasks)
+with st.spinner("Evaluating every task…"), shared.borrow() as replica:
+    rows = masking_report(replica, tasks)
 st.plotly_chart(figures.grouped_bars(labels, {"unmasked network": [r["unmasked"] for r in rows],
                                               "task's subnetwork": [r["subnetwork"] for r in rows]},
                                      "Test accuracy per task (%)"), width="stretch")
-st.dataframe(rows, hide_index=True)
+st.dataframe([{**row, "classes": ", ".join(row["classes"])} for row in rows], hide_index=True)
 
 st.subheader("Ablation: switch a pathway off")
 c1, c2 = st.columns(2)
@@ -35,8 +36,8 @@ if owner is None and layer is None:
     st.caption("Choose a task's pathway or a layer to switch off.")
 else:
     try:
-        with st.spinner("Evaluating with the units switched off…"), lock:
-            ablated = ablation_report(run, tasks, owner, layer)
+        with st.spinner("Evaluating with the units switched off…"), shared.borrow() as replica:
+            ablated = ablation_report(replica, tasks, owner, layer)
         st.plotly_chart(figures.grouped_bars(labels, {"before": [r["before"] for r in ablated],
                                                       "after ablation": [r["after"] for r in ablated]},
                                              "Task-aware test accuracy (%)"), width="stretch")

@@ -6,10 +6,10 @@ import uuid
 import streamlit as st
 
 from rerelrp_core.archives import extract_image_zip
+from rerelrp_core.config import make_config
 from rerelrp_core.data import SplitConfig, fashion_mnist_available, load_dataset
 from rerelrp_core.errors import UserError
-from rerelrp_core.learner import TrainConfig
-from rerelrp_core.methods import LEARNERS
+from rerelrp_core.learners import LEARNERS
 from rerelrp_core.models import ARCHITECTURES
 from rerelrp_core.registry import check_name, delete_run, list_runs, rename_run, run_zip
 from ui import figures
@@ -77,9 +77,11 @@ if submitted:
                 raise UserError("Upload a zip of your images first (one folder per class).")
             dataset = uploaded_dataset(archive)
             st.caption(f"Your data: {st.session_state['zip_summary']}")
-        job = TrainingJob(dataset, SplitConfig(n_tasks=int(n_tasks), seed=int(seed)),
-                          TrainConfig(method=method, arch=arch, epochs=int(epochs), acc_drop=float(acc_drop),
-                                      seed=int(seed)), RUNS_DIR, name).start()
+        # runs trained here keep per-task snapshots: the Forgetting page's explanation drift needs them
+        config = make_config(method=method, arch=arch, epochs=int(epochs), acc_drop=float(acc_drop),
+                             seed=int(seed), keep_snapshots=True)
+        job = TrainingJob(dataset, SplitConfig(n_tasks=int(n_tasks), seed=int(seed)), config, RUNS_DIR,
+                          name).start()
         st.session_state["job"] = job
     except UserError as error:
         st.error(str(error))
@@ -96,18 +98,9 @@ def show_progress():
     n_tasks = job.split.n_tasks
     done = job.run.tasks_done if job.run is not None else 0
     st.progress(done / n_tasks, text=f"{job.name}: {done}/{n_tasks} tasks finished · {job.state} · "
-                                      f"{time.time() - job.started:.0f} s")
+                                      f"{job.elapsed:.0f} s")
     if latest is not None and job.state == "running":
-        _, stage, step, total, info = latest
-        detail = {"train": lambda: f"training task {info['task']}: epoch {step}/{total}, loss {info['loss']:.3f}, "
-                                   f"validation accuracy {info['val_acc']:.1f}%",
-                  "relevance": lambda: f"task {info['task']}: computing LRP relevance",
-                  "prune": lambda: f"task {info['task']}: pruned {info['pruned']} units, kept {info['kept']} "
-                                   f"({info['passes']} validation passes)",
-                  "recognisers": lambda: f"task {info['task']}: recognisers trained",
-                  "evaluate": lambda: f"task {info['task']} evaluated",
-                  "data": lambda: f"data loaded ({info['images']} training images)"}[stage]()
-        st.caption(detail)
+        st.caption(latest.describe())
         if st.button("Cancel training", key="cancel"):
             job.cancel()
     if job.state == "failed":
@@ -121,6 +114,10 @@ def show_progress():
             st.rerun()
     elif job.state == "finished":
         st.success(f"Finished and saved as {job.saved_to.name}. Pick it in the sidebar to explore it.")
+        if not st.session_state.get(f"listed-{job.saved_to}"):
+            # once: redraw the whole page so the sidebar and "Saved runs" list the new run
+            st.session_state[f"listed-{job.saved_to}"] = True
+            st.rerun(scope="app")
     if job.run is not None and job.run.tasks_done:
         history = job.run.history
         c1, c2 = st.columns(2)

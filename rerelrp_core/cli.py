@@ -3,17 +3,19 @@
 Bad input ends with one sentence on stderr and exit code 2, never a traceback.
 """
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+from .config import TrainConfig, make_config
 from .data import DATASETS, SplitConfig, load_dataset
 from .errors import UserError
-from .learner import TrainConfig
-from .methods import LEARNERS
+from .learners import LEARNERS
 from .models import ARCHITECTURES
+from .progress import Stage
 from .recognition import RECOGNITION_PRESETS
 from .runs import load_run, save_run
 from .sequence import train_sequence
@@ -58,12 +60,11 @@ def build_parser():
 
 
 def config_from_args(args):
-    return TrainConfig(method=args.method, arch=args.model, epochs=args.epochs, lr=args.lr,
+    return make_config(method=args.method, arch=args.model, epochs=args.epochs, lr=args.lr,
                        batch_size=args.batch_size, acc_drop=args.acc_drop, ref_per_class=args.ref_per_class,
                        loss_scope=args.loss_scope, max_keep_fraction=args.max_keep_fraction,
                        reinit_free=args.reinit_free, seed=args.seed, device=args.device,
-                       reg_strength=args.reg_strength, memory=args.memory,
-                       recognition=dict(RECOGNITION_PRESETS[args.recognition]))
+                       reg_strength=args.reg_strength, memory=args.memory, recognition=args.recognition)
 
 
 class ProgressBars:
@@ -74,19 +75,19 @@ class ProgressBars:
         self.tasks = tqdm(total=n_tasks, desc="tasks", position=0, disable=not enabled)
         self.epochs = None
 
-    def __call__(self, stage, done, total, info):
-        if stage == "train":
-            if self.epochs is None or done == 1:
+    def __call__(self, event):
+        if event.stage is Stage.TRAIN:
+            if self.epochs is None or event.done == 1:
                 self._close_epochs()
-                self.epochs = tqdm(total=total, desc=f"task {info['task']} epochs", position=1, leave=False,
+                self.epochs = tqdm(total=event.total, desc=f"task {event.task} epochs", position=1, leave=False,
                                    disable=not self.enabled)
             self.epochs.update(1)
-            self.epochs.set_postfix(loss=f"{info['loss']:.3f}", val=f"{info['val_acc']:.1f}")
-        elif stage == "evaluate":
+            self.epochs.set_postfix(loss=f"{event.loss:.3f}", val=f"{event.val_acc:.1f}")
+        elif event.stage is Stage.EVALUATE:
             self._close_epochs()
             self.tasks.update(1)
-        elif stage == "prune":
-            self.tasks.set_postfix(kept=info["kept"], passes=info["passes"])
+        elif event.stage is Stage.PRUNE:
+            self.tasks.set_postfix(kept=event.kept, passes=event.passes)
 
     def _close_epochs(self):
         if self.epochs is not None:
@@ -135,7 +136,7 @@ def command_train(args):
     if previous is not None:
         bars.tasks.update(previous.tasks_done)
     try:
-        run = train_sequence(dataset, split, config, progress=bars, on_task_end=lambda r: save_run(r, out),
+        run = train_sequence(dataset, split, config, progress=bars, on_task_end=functools.partial(save_run, out=out),
                              run=previous)
     finally:
         bars.close()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .tasks import TaskSpec
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -41,28 +42,16 @@ class ImageDataset:
         return len(self.class_names)
 
 
-@dataclass
-class TaskData:
-    """One task: its classes (ids in the data set), where they start in the output layer, and its
-    train / validation / test tensors with task-local labels."""
-    index: int
-    classes: list
-    class_names: list
-    offset: int
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-    @property
-    def n_classes(self):
-        return len(self.classes)
-
-    @property
-    def head_slice(self):
-        return slice(self.offset, self.offset + self.n_classes)
+@dataclass(frozen=True, eq=False)
+class TaskData(TaskSpec):
+    """One task's layout (:class:`~rerelrp_core.tasks.TaskSpec`) with its train / validation / test
+    tensors and task-local labels."""
+    x_train: torch.Tensor = None
+    y_train: torch.Tensor = None
+    x_val: torch.Tensor = None
+    y_val: torch.Tensor = None
+    x_test: torch.Tensor = None
+    y_test: torch.Tensor = None
 
 
 @dataclass
@@ -210,7 +199,7 @@ def load_image_folder(path, size=28, channels=1, test_fraction=0.2, seed=0):
     Images are converted to ``channels`` (1 grey or 3 RGB) and resized to ``size`` x ``size``.
     ``test_fraction`` of each class (at least one image) becomes the test split, drawn with ``seed``.
     """
-    from .images import load_image, ImageError
+    from .images import ImageError, load_image
     root = Path(path)
     if not root.is_dir():
         raise UserError(f"Image folder {root} does not exist or is not a folder.")
@@ -318,7 +307,7 @@ def make_tasks(dataset, split):
             yte += [local] * len(test_rows)
         cat = lambda parts: torch.from_numpy(np.concatenate(parts))
         label = lambda values: torch.tensor(values, dtype=torch.int64)
-        tasks.append(TaskData(index, list(classes), [dataset.class_names[c] for c in classes], offset,
+        tasks.append(TaskData(index, tuple(classes), tuple(dataset.class_names[c] for c in classes), offset,
                               dataset.x_train[cat(tr)], label(ytr), dataset.x_train[cat(va)], label(yva),
                               dataset.x_test[cat(te)], label(yte)))
         offset += len(classes)

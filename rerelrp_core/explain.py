@@ -9,8 +9,11 @@ import torch
 
 from .errors import UserError
 from .images import open_image, to_input
-from .learner import accuracy, batched_logits
+from .learners import accuracy, batched_logits
 from .relevance import input_heatmap
+from .tasks import class_of_row
+
+FREE = -1   # the owner of units no task has frozen
 
 
 def prepare_upload(run, data, invert="auto"):
@@ -19,18 +22,10 @@ def prepare_upload(run, data, invert="auto"):
     return to_input(open_image(data), height, channels, invert=invert).unsqueeze(0)
 
 
-def task_of_row(run, global_row):
-    """The run's task (its dict) whose head slice holds output row ``global_row``."""
-    for task in run.tasks:
-        if task["offset"] <= global_row < task["offset"] + len(task["classes"]):
-            return task
-    raise UserError(f"Output row {global_row} belongs to no task of this run.")
-
-
 def class_name(run, global_row):
     """Name of output row ``global_row`` (rows follow the task order, not data-set ids)."""
-    task = task_of_row(run, global_row)
-    return task["class_names"][global_row - task["offset"]]
+    task, within = class_of_row(run.tasks, global_row)
+    return task.class_names[within]
 
 
 def explain_image(run, x):
@@ -47,19 +42,22 @@ def explain_image(run, x):
         raise UserError(f"Explain takes exactly one image, got {len(x)}.")
     if run.tasks_done == 0:
         raise UserError("This run has no finished task to explain yet.")
-    if getattr(learner, "has_recognition", False):
+    if learner.can_recognise():
         result = learner.recognise(x, want_input=True)
         sub, task, probs = result["subnetworks"], int(result["task"][0]), result["task_probs"][0].tolist()
         predicted, why = int(result["predicted"][0]), learner.explain_task(result)
     else:
         sub = learner.subnetworks(x, want_input=True)
         predicted = int(learner.predict_tag(x)[0])
-        task, probs, why = task_of_row(run, predicted)["index"], None, []
+        task, probs, why = class_of_row(run.tasks, predicted)[0].index, None, []
     sizes = learner.model.layer_sizes()
-    split = lambda vector: [part.numpy() for part in torch.split(vector[0], sizes)]
-    subnetworks = [{"task": m, "prediction": run.tasks[m]["class_names"][int(sub.predictions[m][0])],
-                    "heatmap": sub.heatmaps[m][0].sum(0).numpy(), "unit_relevance": split(sub.features[m]),
-                    "unit_activation": split(sub.activations[m])} for m in range(run.tasks_done)]
+
+    def per_layer(vector):
+        return [part.numpy() for part in torch.split(vector[0], sizes)]
+
+    subnetworks = [{"task": m, "prediction": run.tasks[m].class_names[int(sub.predictions[m][0])],
+                    "heatmap": sub.heatmaps[m][0].sum(0).numpy(), "unit_relevance": per_layer(sub.features[m]),
+                    "unit_activation": per_layer(sub.activations[m])} for m in range(run.tasks_done)]
     return {"predicted": predicted, "class_name": class_name(run, predicted), "task": task, "task_probs": probs,
             "recognisers": why, "subnetworks": subnetworks}
 
@@ -67,7 +65,7 @@ def explain_image(run, x):
 def unit_owners(run):
     """Per layer: the task that froze each unit (-1 = free); all -1 for methods without masks."""
     learner = run.learner
-    if hasattr(learner, "ownership"):
+    if learner.ownership is not None:
         return [o.numpy() for o in learner.ownership.owner()]
     return [np.full(n, -1) for n in learner.model.layer_sizes()]
 
@@ -102,12 +100,12 @@ def relevance_flows(run, relevance, activation, top=60):
 
 def pathway_share(run, relevance):
     """Per layer, the share of |relevance| that ran through units owned by each task, and free ones.
-    Returns {layer name: {"task 0": share, ..., "free": share}}."""
+    Returns {layer name: {task: share, ..., FREE: share}} (FREE = -1, the owner of free units)."""
     out = {}
     for name, owner, r in zip(run.layer_names, unit_owners(run), relevance):
         total = np.abs(r).sum() or 1.0
-        shares = {f"task {t}": float(np.abs(r[owner == t]).sum() / total) for t in range(run.tasks_done)}
-        shares["free"] = float(np.abs(r[owner < 0]).sum() / total)
+        shares = {t: float(np.abs(r[owner == t]).sum() / total) for t in range(run.tasks_done)}
+        shares[FREE] = float(np.abs(r[owner < 0]).sum() / total)
         out[name] = shares
     return out
 
@@ -117,10 +115,9 @@ def masking_report(run, tasks):
     learner = run.learner
     rows = []
     for task in tasks[:run.tasks_done]:
-        offset, n = learner.heads[task.index]
-        full = batched_logits(learner.model, task.x_test)[:, offset:offset + n].argmax(1)
+        full = batched_logits(learner.model, task.x_test)[:, task.rows].argmax(1)
         own = learner.predict_taw(task.x_test, task.index)
-        rows.append({"task": task.index, "classes": ", ".join(task.class_names),
+        rows.append({"task": task.index, "classes": list(task.class_names),
                      "unmasked": accuracy(full, task.y_test), "subnetwork": accuracy(own, task.y_test)})
     return rows
 
@@ -141,22 +138,22 @@ def ablation_report(run, tasks, ablate_task=None, ablate_layer=None):
             off[i][:] = True
     rows = []
     for task in tasks[:run.tasks_done]:
-        offset, n = learner.heads[task.index]
         base = learner.task_masks(task.index)
         base = base if base is not None else [torch.ones(len(o)) for o in owners]
         ablated = [b.cpu() * torch.from_numpy(~o).float() for b, o in zip(base, off)]
-        predicted = batched_logits(learner.model, task.x_test, ablated)[:, offset:offset + n].argmax(1)
+        predicted = batched_logits(learner.model, task.x_test, ablated)[:, task.rows].argmax(1)
         before = accuracy(learner.predict_taw(task.x_test, task.index), task.y_test)
         rows.append({"task": task.index, "before": before, "after": accuracy(predicted, task.y_test)})
     return rows
 
 
 def ownership_shares(run):
-    """Per layer, the share of units each task owns (froze first) and the free share."""
+    """Per layer, the share of units each task owns (froze first) and the free share:
+    {layer name: {task: share, ..., FREE: share}}."""
     out = {}
     for name, owner in zip(run.layer_names, unit_owners(run)):
-        shares = {f"task {t}": float(np.mean(owner == t)) for t in range(run.tasks_done)}
-        shares["free"] = float(np.mean(owner < 0))
+        shares = {t: float(np.mean(owner == t)) for t in range(run.tasks_done)}
+        shares[FREE] = float(np.mean(owner < 0))
         out[name] = shares
     return out
 

@@ -7,6 +7,8 @@ every optimiser step, so momentum and weight decay cannot move them either.
 """
 import torch
 
+from .errors import UserError
+
 
 class UnitOwnership:
     """The keep masks of all consolidated tasks, one list of bool tensors (one per layer) per task."""
@@ -44,7 +46,7 @@ class UnitOwnership:
         return [float((~f).float().mean()) for f in self.frozen()]
 
     def task_mask(self, task, device=None):
-        """Task ``task``'s subnetwork as float masks (one per layer) for ContinualNet.set_masks."""
+        """Task ``task``'s subnetwork as float masks (one per layer) for ContinualNet.subnetwork."""
         return [k.float().to(device) for k in self.task_masks[task]]
 
     def stacked_masks(self, tasks, rows_per_task, device=None):
@@ -52,6 +54,20 @@ class UnitOwnership:
         ``rows_per_task`` rows use ``tasks[0]``'s subnetwork, the next ones ``tasks[1]``'s, ..."""
         return [torch.stack([self.task_masks[t][i] for t in tasks]).float().to(device)
                 .repeat_interleave(rows_per_task, dim=0) for i in range(len(self.layer_sizes))]
+
+
+    def tensor_state(self):
+        """The keep masks as uint8 tensors named ``mask.task{t}.layer{i}``."""
+        return {f"mask.task{t}.layer{i}": m.to(torch.uint8)
+                for t, keep in enumerate(self.task_masks) for i, m in enumerate(keep)}
+
+    def load_tensor_state(self, tensors, n_tasks):
+        """Read back the keep masks of ``n_tasks`` tasks, checking their sizes."""
+        for t in range(n_tasks):
+            keep = [tensors.get(f"mask.task{t}.layer{i}") for i in range(len(self.layer_sizes))]
+            if any(k is None or tuple(k.shape) != (n,) for k, n in zip(keep, self.layer_sizes)):
+                raise UserError(f"the masks of task {t} are missing or have the wrong size")
+            self.add_task([k.bool() for k in keep])
 
 
 class Freezer:

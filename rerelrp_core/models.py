@@ -6,10 +6,13 @@ multiplies the layer's output by a per-unit mask, which turns the one network in
 subnetwork without copying it, and it is where relevance is read off during LRP. The output layer
 (``head``) has one block of rows per task and is not made of units: it is never pruned.
 """
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
 from .errors import UserError
+from .seeding import seeded
 
 
 class UnitMask(nn.Module):
@@ -79,11 +82,19 @@ class ContinualNet(nn.Module):
     def batchnorms(self):
         return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
-    def set_masks(self, masks):
-        """Give every UnitMask its mask: a list with one (units,) or (batch, units) float tensor per
-        unit layer, or None to switch all units on."""
-        for i, layer in enumerate(self.unit_layers):
-            layer.mask.mask = None if masks is None else masks[i]
+    @contextmanager
+    def subnetwork(self, masks):
+        """Within the block the model is the subnetwork ``masks`` gives: a list with one (units,) or
+        (batch, units) float tensor per unit layer, or None for all units. The previous masks are
+        put back on exit, whatever happens inside."""
+        previous = [layer.mask.mask for layer in self.unit_layers]
+        try:
+            for i, layer in enumerate(self.unit_layers):
+                layer.mask.mask = None if masks is None else masks[i]
+            yield self
+        finally:
+            for layer, mask in zip(self.unit_layers, previous):
+                layer.mask.mask = mask
 
     def check_input(self, x):
         """Raise a UserError unless ``x`` is a batch shaped (N, *input_shape)."""
@@ -187,8 +198,8 @@ def build_model(arch, input_shape, n_classes, seed=0):
     """Build architecture ``arch`` for inputs shaped (C, H, W) with ``n_classes`` output rows."""
     if arch not in ARCHITECTURES:
         raise UserError(f"Unknown model '{arch}'. Choose one of: {', '.join(ARCHITECTURES)}.")
-    torch.manual_seed(seed)
-    return ARCHITECTURES[arch](tuple(input_shape), n_classes)
+    with seeded(seed):
+        return ARCHITECTURES[arch](tuple(input_shape), n_classes)
 
 
 def parameter_count(model):
@@ -198,8 +209,9 @@ def parameter_count(model):
 def canonizers_for(model):
     """The zennit canonizers LRP needs for this architecture (BatchNorm merging, residual sums)."""
     if model.arch == "resnet18":
-        from .compat import torchvision  # noqa: F401  (zennit.torchvision imports torchvision)
         from zennit.torchvision import ResNetCanonizer
+
+        from .compat import torchvision  # noqa: F401  (zennit.torchvision imports torchvision)
         return [ResNetCanonizer()]
     return []
 

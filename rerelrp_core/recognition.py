@@ -1,4 +1,5 @@
-"""Recognising an input's task from the relevance pattern it produces in every subnetwork.
+"""The parts of task recognition: its settings, the chain rule, one binary forest recogniser, and
+column selection. :mod:`~rerelrp_core.task_recognition` puts them together for a learner.
 
 After task t, every subnetwork m <= t sees task t's reference (and validation-slice) images; the
 per-unit relevance vector each produces, conditioned on the subnetwork's *own* prediction, is stored
@@ -6,18 +7,14 @@ per-unit relevance vector each produces, conditioned on the subnetwork's *own* p
 m" from "samples of later tasks through m". At test time the recognisers are combined as a chain:
 P(T=0) = p0, P(T=i) = p_i * prod_{j<i}(1 - p_j), and the last task takes the rest.
 
-All subnetworks run in one batched pass: the inputs are stacked once per subnetwork, each row gets
-its subnetwork's mask, and one forward + one LRP backward give every relevance vector at once.
+All subnetworks run in one batched pass (:mod:`~rerelrp_core.subnetworks`).
 """
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, fields
 
 import numpy as np
-import torch
 from sklearn.ensemble import RandomForestClassifier
 
 from .errors import UserError
-from .relevance import lrp_context, normalise, relevance_batch
 
 CHAINS = ("chain", "chain-full")
 RECOGNITION_PRESETS = {
@@ -57,58 +54,24 @@ class RecognitionConfig:
     val_per_class: int = 300
 
 
-class SubnetworkPass(NamedTuple):
-    """Per subnetwork (list index = position in ``tasks``) results of :func:`subnetwork_pass`."""
-    features: list       # (N, units) normalised relevance, all unit layers concatenated
-    predictions: list    # (N,) within-task class the subnetwork predicts
-    logits: list         # (N, classes of that task) head outputs
-    activations: list    # (N, units) summed unit outputs (what the flows are weighted by)
-    heatmaps: list       # (N, C, H, W) input relevance, or None unless want_input
-
-
-def subnetwork_pass(model, task_masks, heads, x, tasks, batch_size=512, device=None, want_input=False):
-    """Every input of ``x`` through each subnetwork of ``tasks`` in one batched LRP pass per chunk:
-    the chunk is stacked once per subnetwork, each copy gets its subnetwork's masks, and relevance
-    starts from each copy's own within-task prediction.
-
-    task_masks: per unit layer a (len(tasks), units) mask tensor, or None for the whole network.
-    """
-    device = device or next(model.parameters()).device
-    n_sub = len(tasks)
-    chunk = max(1, batch_size // n_sub)
-    parts = {name: [[] for _ in tasks] for name in SubnetworkPass._fields}
-    # allowed[i, c]: output row c belongs to subnetwork tasks[i]'s head slice
-    allowed = torch.zeros(n_sub, model.n_classes, dtype=torch.bool, device=device)
-    for i, t in enumerate(tasks):
-        allowed[i, heads[t][0]:heads[t][0] + heads[t][1]] = True
-    with lrp_context(model) as modified:
-        for begin in range(0, len(x), chunk):
-            xb = x[begin:begin + chunk].to(device)
-            n = len(xb)
-            if task_masks is not None:
-                model.set_masks([m.to(device).repeat_interleave(n, dim=0) for m in task_masks])
-            row_allowed = allowed.repeat_interleave(n, dim=0)
-
-            def own_prediction(logits):
-                # each row's target: the best class inside its own subnetwork's head slice
-                return logits.masked_fill(~row_allowed, -torch.inf).argmax(1)
-
-            result = relevance_batch(modified, model, xb.repeat(n_sub, *[1] * (xb.dim() - 1)), own_prediction,
-                                     want_input=want_input)
-            vector = torch.cat(normalise(result.units), dim=1).detach().cpu()
-            activation = torch.cat(result.activations, dim=1).cpu()
-            for i, t in enumerate(tasks):
-                rows = slice(i * n, (i + 1) * n)
-                sub_logits = result.logits[rows, heads[t][0]:heads[t][0] + heads[t][1]].cpu()
-                parts["features"][i].append(vector[rows])
-                parts["logits"][i].append(sub_logits)
-                parts["predictions"][i].append(sub_logits.argmax(1))
-                parts["activations"][i].append(activation[rows])
-                if want_input:
-                    parts["heatmaps"][i].append(result.input[rows].detach().cpu())
-    model.set_masks(None)
-    return SubnetworkPass(**{name: [torch.cat(p) for p in lists] if (name != "heatmaps" or want_input) else None
-                             for name, lists in parts.items()})
+def recognition_config(values):
+    """A checked RecognitionConfig from a dict of settings (unknown names and bad values are
+    refused with one sentence)."""
+    known = {f.name for f in fields(RecognitionConfig)}
+    if set(values) - known:
+        raise UserError(f"Unknown recognition settings: {', '.join(sorted(set(values) - known))}.")
+    config = RecognitionConfig(**values)
+    minimum = {"top_k": 0, "trees": 1, "max_depth": 1, "min_samples_leaf": 1, "val_per_class": 0}
+    for name, low in minimum.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserError(f"Recognition setting {name} must be a whole number of at least {low}; got {value!r}.")
+    if config.chain not in CHAINS:
+        raise UserError(f"Recognition setting chain must be one of {', '.join(CHAINS)}; got {config.chain!r}.")
+    for name in ("with_logits", "context"):
+        if not isinstance(getattr(config, name), bool):
+            raise UserError(f"Recognition setting {name} must be True or False; got {getattr(config, name)!r}.")
+    return config
 
 
 def chain_probabilities(p, chain="chain"):

@@ -85,7 +85,7 @@ def unit_relevance(model, x, target_rows, masks=None, batch_size=256, device=Non
     Parameters
     ----------
     target_rows: output row (global class index) each sample's relevance starts from.
-    masks: subnetwork masks for ContinualNet.set_masks (per layer (units,) or (N, units)); None
+    masks: subnetwork masks for ContinualNet.subnetwork (per layer (units,) or (N, units)); None
         uses all units.
     batch_size: samples per LRP pass.
     """
@@ -94,22 +94,19 @@ def unit_relevance(model, x, target_rows, masks=None, batch_size=256, device=Non
     with lrp_context(model) as modified:
         for start in range(0, len(x), batch_size):
             stop = start + batch_size
-            model.set_masks(_rows(masks, start, stop, device))
-            units = relevance_batch(modified, model, x[start:stop].to(device),
-                                    target_rows[start:stop].to(device)).units
+            with model.subnetwork(_rows(masks, start, stop, device)):
+                units = relevance_batch(modified, model, x[start:stop].to(device),
+                                        target_rows[start:stop].to(device)).units
             for i, r in enumerate(normalise(units)):
                 out[i].append(r.detach())
-    model.set_masks(None)
     return [torch.cat(parts) for parts in out]
 
 
 def input_heatmap(model, x, target_rows, masks=None, device=None):
     """LRP relevance of every input pixel (N, C, H, W) for output rows ``target_rows``."""
     device = device or next(model.parameters()).device
-    with lrp_context(model) as modified:
-        model.set_masks(_rows(masks, 0, len(x), device))
+    with lrp_context(model) as modified, model.subnetwork(_rows(masks, 0, len(x), device)):
         heat = relevance_batch(modified, model, x.to(device), target_rows.to(device), want_input=True).input
-    model.set_masks(None)
     return heat.detach()
 
 

@@ -11,8 +11,12 @@ On disk a run is a folder::
 
 Tensors are read with ``safetensors`` and everything else is JSON, so opening a run never executes
 code from it. ReReLRP's recognisers are not stored: they are retrained, deterministically, from the
-stored relevance features when a run is opened. Saving writes a temporary folder and renames it into place, so an interrupted save
-never corrupts the previous version of the run.
+stored relevance features when a run is opened. Saving writes a temporary folder and renames it into
+place, so an interrupted save never corrupts the previous version of the run.
+
+The format has a version. Every change to what is stored bumps it and adds one migration step
+(``MIGRATIONS[v]`` turns a version-v run into a version v+1 run); tests open a committed fixture
+run of every older version (tests/fixtures/runs/).
 """
 import json
 import os
@@ -20,20 +24,24 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .config import TrainConfig
 from .data import SplitConfig
 from .errors import UserError
-from .learner import TrainConfig
-from .methods import make_learner
-from .metrics import capacity_report, summarise
+from .learners import make_learner
+from .metrics import summarise
 from .models import build_model
+from .recognition import recognition_config
+from .task_recognition import TaskRecogniser
+from .tasks import TaskSpec
 
 FORMAT = "rerelrp-run"
-VERSION = 1
+VERSION = 2
 REQUIRED = {"format": str, "version": int, "config": dict, "split": dict, "dataset": str, "class_names": list,
-            "input_shape": list, "tasks": list, "history": dict, "heads": list, "timing": dict}
+            "input_shape": list, "tasks": list, "history": dict}
 
 
 def _empty_history():
@@ -48,7 +56,7 @@ class Run:
     dataset: str
     class_names: list
     input_shape: list
-    tasks: list                 # per task: index, classes, class_names, offset
+    tasks: list                 # TaskSpec of every task of the sequence
     learner: object
     history: dict = field(default_factory=_empty_history)
     metrics: dict = field(default_factory=dict)
@@ -68,25 +76,20 @@ class Run:
 
     def update_metrics(self):
         """Recompute ``metrics`` (the metrics.json content) from the history and learner state."""
-        learner = self.learner
         metrics = {"config": self.config.to_dict(), "split": vars(self.split), "dataset": self.dataset,
                    "method": self.config.method, "tasks_done": self.tasks_done}
         metrics.update(summarise(self.history["acc_taw"], "taw"))
         metrics.update(summarise(self.history["acc_tag"], "tag"))
-        metrics["timing_s"] = {"train": round(learner.timing["train"], 3),
-                               "consolidate": round(learner.timing["consolidate"], 3),
-                               "evaluate": round(self.history["evaluate_s"], 3)}
-        metrics["stored_bytes_per_task"] = [learner.stored_bytes(k) for k in range(len(learner.heads))]
-        metrics["stored_parts_per_task"] = [learner.stored_parts(k) for k in range(len(learner.heads))]
+        learner_metrics = self.learner.metrics()
+        metrics["timing_s"] = {**learner_metrics.pop("timing_s"), "evaluate": round(self.history["evaluate_s"], 3)}
+        metrics.update({key: learner_metrics.pop(key) for key in ("stored_bytes_per_task", "stored_parts_per_task")})
         metrics["capacity"] = self.history["capacity"]
         confusion = self.history.get("task_confusion")
         if confusion:
             metrics["task_confusion"] = confusion
             metrics["task_recognition_acc"] = round(100.0 * sum(
                 row[k] / max(1, sum(row)) for k, row in enumerate(confusion)) / len(confusion), 4)
-        if hasattr(learner, "ownership"):
-            metrics["units"] = capacity_report(learner.ownership, self.layer_names)
-            metrics["pruning"] = learner.prune_log
+        metrics.update(learner_metrics)
         self.metrics = metrics
         return metrics
 
@@ -103,8 +106,8 @@ def save_run(run, out):
     learner = run.learner
     state = {"format": FORMAT, "version": VERSION, "config": run.config.to_dict(), "split": vars(run.split),
              "dataset": run.dataset, "class_names": run.class_names, "input_shape": run.input_shape,
-             "tasks": run.tasks, "history": run.history, "heads": [list(h) for h in learner.heads],
-             "timing": learner.timing, "learner": learner.json_state()}
+             "tasks": [task.to_dict() for task in run.tasks], "history": run.history,
+             "learner": learner.json_state()}
     (tmp / "run.json").write_text(json.dumps(state, indent=1))
     (tmp / "metrics.json").write_text(json.dumps(run.update_metrics(), indent=1))
     save_file({k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()},
@@ -127,12 +130,18 @@ def load_run(folder, device=None):
     folder = Path(folder)
     state = _read_state(folder)
     try:
+        tensors = load_file(str(folder / "learner.safetensors"))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise UserError(f"{folder}: learner.safetensors is missing or damaged ({error}).") from None
+    try:
+        state, tensors = migrate(state, tensors)
         config = TrainConfig.from_dict(state["config"])
         split = SplitConfig(**state["split"])
-    except (TypeError, UserError) as error:
+        tasks = [TaskSpec.from_dict(t) for t in state["tasks"]]
+    except (TypeError, AttributeError, KeyError, UserError) as error:
         raise UserError(f"{folder}: run.json has invalid settings ({error}).") from None
-    n_classes = sum(len(t["classes"]) for t in state["tasks"])
-    model = build_model(config.arch, state["input_shape"], n_classes)
+    n_done = len(state["history"]["acc_taw"])
+    model = build_model(config.arch, state["input_shape"], sum(t.n_classes for t in tasks))
     try:
         weights = load_file(str(folder / "model.safetensors"))
         model.load_state_dict(weights, strict=True)
@@ -144,15 +153,13 @@ def load_run(folder, device=None):
     if device is not None:
         config.device = str(device)
     learner = make_learner(model, config)
-    learner.heads = [tuple(h) for h in state["heads"]]
-    learner.timing = {k: float(v) for k, v in state["timing"].items()}
-    learner.load_json_state(state.get("learner") or {})
     try:
-        learner.load_tensor_state(load_file(str(folder / "learner.safetensors")), len(state["history"]["acc_taw"]))
-    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
-        raise UserError(f"{folder}: learner.safetensors is missing or damaged ({error}).") from None
-    run = Run(config, split, state["dataset"], state["class_names"], state["input_shape"], state["tasks"],
-              learner, state["history"], snapshots=_load_snapshots(folder, model, len(state["history"]["acc_taw"])))
+        learner.load_json_state(state.get("learner") or {}, tasks)
+        learner.load_tensor_state(tensors, n_done)
+    except UserError as error:
+        raise UserError(f"{folder}: {error}.") from None
+    run = Run(config, split, state["dataset"], state["class_names"], state["input_shape"], tasks,
+              learner, state["history"], snapshots=_load_snapshots(folder, model, n_done))
     if run.tasks_done:
         run.update_metrics()
     return run
@@ -175,6 +182,55 @@ def _read_state(folder):
         raise UserError(f"{folder} was saved by a newer version (run format {state['version']}, this "
                         f"program reads up to {VERSION}); update rerelrp_core.")
     return state
+
+
+def migrate(state, tensors):
+    """Bring a run (its run.json ``state`` and its learner tensors) up to the current VERSION, one
+    step per version."""
+    while state["version"] < VERSION:
+        state, tensors = MIGRATIONS[state["version"]](dict(state), dict(tensors))
+    return state, tensors
+
+
+def _version1_to_2(state, tensors):
+    """Version 2: the learner saves what it has seen and its timing itself (version 1 kept ``heads``
+    and ``timing`` at the top level of run.json), and a ReReLRP run always holds, for every stored
+    relevance block, its column indices and, per recogniser, its selected columns (version-1 runs
+    written before column-only storage held every unit's value and no selection: the selection is
+    made now from those full vectors, exactly as it was made when the run was trained)."""
+    heads, timing = state.pop("heads", None), state.pop("timing", None)
+    if not isinstance(heads, list) or not isinstance(timing, dict):
+        raise UserError("a version-1 run.json needs its 'heads' list and 'timing'")
+    offsets = [[t.get("offset"), len(t.get("classes", []))] for t in state["tasks"][:len(heads)]]
+    if [list(h) for h in heads] != offsets:
+        raise UserError("the version-1 'heads' do not match the run's tasks")
+    state["learner"] = {**(state.get("learner") or {}), "tasks_seen": len(heads), "timing": timing}
+    state["version"] = 2
+    if any(name.startswith("features.") for name in tensors) and not any(n.startswith("columns.") for n in tensors):
+        _select_from_full_vectors(state, tensors, len(heads))
+    return state, tensors
+
+
+def _select_from_full_vectors(state, tensors, n_tasks):
+    layers = 0
+    while f"mask.task0.layer{layers}" in tensors:
+        layers += 1
+    units = sum(len(tensors[f"mask.task0.layer{i}"]) for i in range(layers))
+    recogniser = TaskRecogniser(recognition_config(state["config"].get("recognition", {})), units, 0)
+    every = torch.arange(units)
+    for m in range(n_tasks):
+        for t in range(m, n_tasks):
+            values, logits = tensors.get(f"features.m{m}.t{t}"), tensors.get(f"logits.m{m}.t{t}")
+            if values is None or logits is None or values.shape[-1] != units:
+                raise UserError(f"the relevance features of task {t} through subnetwork {m} are missing or "
+                                "have the wrong shape")
+            recogniser.features[(m, t)] = (values, logits, every)
+            tensors[f"columns.m{m}.t{t}"] = every
+    for r in range(n_tasks):
+        tensors[f"selected.r{r}"] = torch.from_numpy(recogniser.choose_columns(r))
+
+
+MIGRATIONS = {1: _version1_to_2}
 
 
 def _load_snapshots(folder, model, n_tasks):

@@ -6,23 +6,23 @@ import torch
 
 from .data import make_tasks
 from .errors import UserError
-from .learner import accuracy
-from .methods import make_learner
+from .learners import accuracy, make_learner
 from .models import build_model
+from .progress import Progress, Stage
 from .runs import Run
 
 
 def evaluate_step(learner, tasks):
     """Test accuracy (percent) of every task in ``tasks``: task-aware row, task-agnostic row, and
     the task confusion matrix (rows: true task, columns: task of the predicted class)."""
-    task_of_row = torch.cat([torch.full((n,), k) for k, (_, n) in enumerate(learner.heads)])
+    task_of_row = torch.cat([torch.full((t.n_classes,), k) for k, t in enumerate(learner.tasks)])
     taw, tag = [], []
-    confusion = torch.zeros(len(tasks), len(learner.heads), dtype=torch.int64)
+    confusion = torch.zeros(len(tasks), len(learner.tasks), dtype=torch.int64)
     for task in tasks:
         taw.append(accuracy(learner.predict_taw(task.x_test, task.index), task.y_test))
         predicted = learner.predict_tag(task.x_test)
         tag.append(accuracy(predicted, task.y_test + task.offset))
-        confusion[task.index] = torch.bincount(task_of_row[predicted], minlength=len(learner.heads))
+        confusion[task.index] = torch.bincount(task_of_row[predicted], minlength=len(learner.tasks))
     return taw, tag, confusion[:, :len(tasks)].tolist()
 
 
@@ -31,9 +31,7 @@ def new_run(dataset, split, config, tasks):
     model = build_model(config.arch, dataset.input_shape, sum(t.n_classes for t in tasks), seed=config.seed)
     learner = make_learner(model, config)
     return Run(config=config, split=split, dataset=dataset.name, class_names=list(dataset.class_names),
-               input_shape=list(dataset.input_shape),
-               tasks=[{"index": t.index, "classes": t.classes, "class_names": t.class_names, "offset": t.offset}
-                      for t in tasks], learner=learner)
+               input_shape=list(dataset.input_shape), tasks=[t.spec for t in tasks], learner=learner)
 
 
 def train_sequence(dataset, split, config, progress=None, should_stop=None, on_task_end=None, run=None,
@@ -44,7 +42,7 @@ def train_sequence(dataset, split, config, progress=None, should_stop=None, on_t
     evaluate_on: ``test``, or ``validation`` to score every step on the validation images instead
     (for choosing hyperparameters without ever looking at the test split).
 
-    progress(stage, done, total, info): live progress; should_stop(): cancel when True;
+    progress(event): live :class:`~rerelrp_core.progress.Progress` events; should_stop(): cancel when True;
     on_task_end(run): called after each finished task (e.g. to write a checkpoint).
     """
     tasks = make_tasks(dataset, split)
@@ -53,7 +51,7 @@ def train_sequence(dataset, split, config, progress=None, should_stop=None, on_t
     scored = tasks if evaluate_on == "test" else [replace(t, x_test=t.x_val, y_test=t.y_val) for t in tasks]
     if run is None:
         run = new_run(dataset, split, config, tasks)
-    elif [t["classes"] for t in run.tasks] != [t.classes for t in tasks]:
+    elif run.tasks != [t.spec for t in tasks]:
         raise UserError("The run to resume was made with another task split or data set.")
     learner, config = run.learner, run.config
     learner.resume(tasks[:run.tasks_done])
@@ -67,12 +65,12 @@ def train_sequence(dataset, split, config, progress=None, should_stop=None, on_t
         run.history["acc_taw"].append(taw)
         run.history["acc_tag"].append(tag)
         run.history["task_confusion"] = confusion
-        if hasattr(learner, "ownership"):
+        if learner.ownership is not None:
             run.history["capacity"].append(dict(zip(run.layer_names, learner.ownership.free_fraction())))
         run.history["evaluate_s"] += time.perf_counter() - started
         run.update_metrics()
         if progress:
-            progress("evaluate", task.index + 1, len(tasks), {"task": task.index, "acc_taw": taw, "acc_tag": tag})
+            progress(Progress(Stage.EVALUATE, task.index + 1, len(tasks), task.index, acc_taw=taw, acc_tag=tag))
         if on_task_end:
             on_task_end(run)
     return run

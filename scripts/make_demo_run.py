@@ -15,11 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import rerelrp_core  # noqa: E402,F401
+from rerelrp_core.config import TrainConfig  # noqa: E402
 from rerelrp_core.data import SplitConfig, load_dataset, make_tasks  # noqa: E402
-from rerelrp_core.learner import TrainConfig  # noqa: E402
 from rerelrp_core.runs import save_run  # noqa: E402
 from rerelrp_core.sequence import train_sequence  # noqa: E402
-
 
 WITH_SNAPSHOTS = ("rerelrp", "finetune", "joint")
 METHODS = WITH_SNAPSHOTS + ("ewc", "lwf", "icarl")

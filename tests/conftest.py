@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import rerelrp_core  # noqa: F401
+from rerelrp_core.config import TrainConfig
 from rerelrp_core.data import SplitConfig, load_digits, make_tasks
-from rerelrp_core.learner import TrainConfig
 from rerelrp_core.sequence import train_sequence
 
 torch.set_num_threads(max(1, torch.get_num_threads()))

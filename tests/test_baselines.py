@@ -3,14 +3,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import small_config
 from safetensors.torch import load_file, save_file
 
 from rerelrp_core.errors import UserError
-from rerelrp_core.learner import accuracy
+from rerelrp_core.learners import accuracy
 from rerelrp_core.runs import load_run, save_run
 from rerelrp_core.sequence import train_sequence
-
-from conftest import small_config
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ def test_fashion_mnist_from_debian_package(fashion):
 
 def test_split_fashion_mnist_five_tasks(fashion):
     tasks = make_tasks(fashion, SplitConfig(n_tasks=5))
-    assert [t.classes for t in tasks] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert [t.classes for t in tasks] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
     assert [t.offset for t in tasks] == [0, 2, 4, 6, 8]
     for t in tasks:
         assert len(t.x_val) == 1200 and len(t.x_train) == 10800 and len(t.x_test) == 2000
@@ -66,13 +66,13 @@ def test_digits_then_fashion_as_twenty_classes(fashion):
     first_boot = fashion.x_train[torch.nonzero(fashion.y_train == 9).flatten()[0]]
     assert torch.equal(both.x_train[torch.nonzero(both.y_train == 19).flatten()[0]], first_boot)
     tasks = make_tasks(both, SplitConfig(n_tasks=10))
-    assert [t.classes for t in tasks][4:6] == [[8, 9], [10, 11]]
+    assert [t.classes for t in tasks][4:6] == [(8, 9), (10, 11)]
 
 
 def test_digits_and_custom_class_order(digits):
     tasks = make_tasks(digits, SplitConfig(n_tasks=2, classes_per_task=[3, 2], class_order=[9, 8, 7, 1, 2]))
-    assert tasks[0].classes == [9, 8, 7] and tasks[1].classes == [1, 2] and tasks[1].offset == 3
-    assert tasks[0].class_names == ["9", "8", "7"]
+    assert tasks[0].classes == (9, 8, 7) and tasks[1].classes == (1, 2) and tasks[1].offset == 3
+    assert tasks[0].class_names == ("9", "8", "7")
 
 
 @pytest.mark.parametrize("split, message", [

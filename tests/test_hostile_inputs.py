@@ -13,7 +13,7 @@ from PIL import Image
 from rerelrp_core.archives import MAX_TOTAL_BYTES, extract_image_zip
 from rerelrp_core.data import load_image_folder
 from rerelrp_core.errors import UserError
-from rerelrp_core.images import ImageError, MAX_PIXELS, load_image, open_image
+from rerelrp_core.images import MAX_PIXELS, ImageError, load_image, open_image
 
 
 def encode(image, fmt="PNG", **kwargs):

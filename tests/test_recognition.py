@@ -1,18 +1,20 @@
 """Task recognition: batched subnetworks, chain probabilities, near-perfect recognition of easily
 separable tasks, no images in saved runs, and clear errors."""
+import json
+
 import numpy as np
 import pytest
 import torch
+from conftest import small_config
 from safetensors.torch import load_file, save_file
 
 from rerelrp_core.data import SplitConfig
 from rerelrp_core.errors import UserError
 from rerelrp_core.explain import explain_image
-from rerelrp_core.recognition import chain_probabilities, subnetwork_pass
+from rerelrp_core.recognition import chain_probabilities
 from rerelrp_core.runs import load_run, save_run
 from rerelrp_core.sequence import train_sequence
-
-from conftest import small_config
+from rerelrp_core.subnetworks import subnetwork_pass
 
 
 def test_batched_pass_equals_each_subnetwork_alone(digits_run, digits_tasks):
@@ -20,7 +22,7 @@ def test_batched_pass_equals_each_subnetwork_alone(digits_run, digits_tasks):
     x = digits_tasks[1].x_test[:20]
     together = learner.subnetworks(x, want_input=True)
     for m in range(3):
-        alone = subnetwork_pass(learner.model, learner.stacked_task_masks([m]), learner.heads, x, [m],
+        alone = subnetwork_pass(learner.model, learner.stacked_task_masks([m]), [learner.tasks[m]], x,
                                 batch_size=7, want_input=True)
         for field in ("features", "logits", "activations", "heatmaps"):
             torch.testing.assert_close(getattr(together, field)[m], getattr(alone, field)[0], rtol=1e-4, atol=1e-6)
@@ -80,29 +82,41 @@ def test_saved_run_holds_no_images(digits_run, digits, tmp_path):
                                digits_run.learner.recognise(test)["task_probs"])
 
 
+def downgrade_to_version_1(folder):
+    """Rewrite a saved run's run.json as format version 1 wrote it (heads and timing at the top)."""
+    state = json.loads((folder / "run.json").read_text())
+    seen = state["learner"].pop("tasks_seen")
+    state.update(version=1, timing=state["learner"].pop("timing"),
+                 heads=[[t["offset"], len(t["classes"])] for t in state["tasks"][:seen]])
+    (folder / "run.json").write_text(json.dumps(state))
+
+
 def test_keeping_only_read_columns_changes_no_prediction(digits_run, digits_tasks, tmp_path):
     """Rebuild the run as it was stored before column-only storage (every unit's value through every
     subnetwork, no column lists): it must recognise every test image exactly as the compact run."""
     learner = digits_run.learner
+    recogniser = learner.recogniser
     save_run(digits_run, tmp_path / "run")
+    downgrade_to_version_1(tmp_path / "run")
     path = tmp_path / "run" / "learner.safetensors"
     tensors = {name: t for name, t in load_file(str(path)).items() if name.split(".")[0] not in ("columns", "selected")}
     for task in digits_tasks:
         x = torch.cat([learner.reference_set(task)[0], task.x_val[learner.recognition_indices(task)]])
         full = learner.subnetworks(x, range(task.index + 1))
         for m in range(task.index + 1):
-            assert torch.equal(full.features[m].half()[:, learner.features[(m, task.index)][2]],
+            assert torch.equal(full.features[m].half()[:, recogniser.features[(m, task.index)][2]],
                                tensors[f"features.m{m}.t{task.index}"])
             tensors[f"features.m{m}.t{task.index}"] = full.features[m].half()
     save_file(tensors, str(path))
     old = load_run(tmp_path / "run").learner
-    for m, columns in learner.selected.items():
-        assert np.array_equal(old.selected[m], columns)
+    for m, columns in recogniser.selected.items():
+        assert np.array_equal(old.recogniser.selected[m], columns)
     x = torch.cat([t.x_test for t in digits_tasks])
     np.testing.assert_array_equal(old.recognise(x)["task_probs"], learner.recognise(x)["task_probs"])
     # opening the old run drops the unread columns: the same values as the compact run
-    for key, (values, logits, columns) in learner.features.items():
-        assert torch.equal(old.features[key][0], values) and torch.equal(old.features[key][2], columns)
+    for key, (values, logits, columns) in recogniser.features.items():
+        assert torch.equal(old.recogniser.features[key][0], values)
+        assert torch.equal(old.recogniser.features[key][2], columns)
     full = sum(t.numel() * 2 for name, t in tensors.items() if name.startswith("features."))
     assert sum(learner.stored_parts(k)["relevance values"] for k in range(3)) < full / 2
 

@@ -24,10 +24,8 @@ def test_relevance_conserved_as_the_rules_promise(digits_run, digits_tasks):
     model, learner = digits_run.model, digits_run.learner
     task = digits_tasks[1]
     x, rows = task.x_val[:24], task.y_val[:24] + task.offset
-    model.set_masks(learner.task_masks(1))
-    with lrp_context(model) as modified:
+    with lrp_context(model) as modified, model.subnetwork(learner.task_masks(1)):
         units, heat, logits, _ = relevance_batch(modified, model, x, rows, want_input=True)
-    model.set_masks(None)
     conv1, conv2, fc1 = [u.detach().sum(1) for u in units]
     explained = logits[torch.arange(len(x)), rows] - model.head.bias.detach()[rows]
     torch.testing.assert_close(fc1, explained, rtol=1e-3, atol=1e-5)

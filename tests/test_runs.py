@@ -65,7 +65,7 @@ def test_run_saved_before_recognition_existed_still_opens(digits_run, digits_tas
     tensors = load_file(str(tmp_path / "run" / "learner.safetensors"))
     save_file({k: v for k, v in tensors.items() if k.startswith("mask.")}, str(tmp_path / "run" / "learner.safetensors"))
     loaded = load_run(tmp_path / "run")
-    assert loaded.learner.recognisers == []
+    assert loaded.learner.recogniser is None and not loaded.learner.can_recognise()
     x = digits_tasks[0].x_test
     assert torch.equal(loaded.learner.predict_taw(x, 0), digits_run.learner.predict_taw(x, 0))
     assert loaded.learner.predict_tag(x).shape == (len(x),)
@@ -74,4 +74,4 @@ def test_run_saved_before_recognition_existed_still_opens(digits_run, digits_tas
     assert explain_image(loaded, x[:1])["task_probs"] is None
     # going on with it (a resumed run's next task) says why it cannot, instead of a KeyError
     with pytest.raises(UserError, match="saved before task recognition existed"):
-        loaded.learner.store_relevance_features(digits_tasks[2], digits_tasks[2].x_train[:10])
+        loaded.learner.train_task(digits_tasks[2])

@@ -95,9 +95,9 @@ def pathways(layer_names, owners, relevance, flows, title):
                 xs.append(layer)
                 ys.append(positions[layer][unit])
                 sizes.append(3 + 22 * abs(float(rel[unit])) / peak)
-                hover.append(f"layer {name}<br>unit {unit}<br>owner {'free' if task < 0 else f'task {task}'}"
+                hover.append(f"layer {name}<br>unit {unit}<br>owner {owner_label(task)}"
                              f"<br>relevance {float(rel[unit]):.4f}")
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="free" if task < 0 else f"task {task}",
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=owner_label(task),
                                  marker=dict(size=sizes, color=task_colour(task), line=dict(width=0)),
                                  hovertext=hover, hoverinfo="text"))
     fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=40, b=10), legend_title="unit owner",
@@ -106,16 +106,22 @@ def pathways(layer_names, owners, relevance, flows, title):
     return fig
 
 
+def owner_label(owner):
+    """'task k' for a task index, 'free' for -1 (units no task has frozen)."""
+    return "free" if owner < 0 else f"task {owner}"
+
+
 def stacked_shares(shares, title, y_title):
-    """Stacked bars: per layer (x), the share of each part (task k / free)."""
+    """Stacked bars: per layer (x), the share of each part. Parts are owners (task index, -1 for
+    free units) or plain names ("free" is drawn grey)."""
     fig = go.Figure()
     layers = list(shares)
     parts = list(next(iter(shares.values()))) if shares else []
     for index, part in enumerate(parts):
-        colour = FREE_COLOUR if part == "free" else task_colour(int(part.split()[-1]) if part.startswith("task ")
-                                                                else index)
-        fig.add_trace(go.Bar(x=layers, y=[shares[layer][part] for layer in layers], name=part, marker_color=colour,
-                             hovertemplate=f"{part}, %{{x}}: %{{y:.1%}}<extra></extra>"))
+        name = owner_label(part) if isinstance(part, int) else part
+        colour = FREE_COLOUR if name == "free" else task_colour(part if isinstance(part, int) else index)
+        fig.add_trace(go.Bar(x=layers, y=[shares[layer][part] for layer in layers], name=name, marker_color=colour,
+                             hovertemplate=f"{name}, %{{x}}: %{{y:.1%}}<extra></extra>"))
     fig.update_layout(barmode="stack", title=title, yaxis_title=y_title, yaxis_tickformat=".0%", height=320,
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig

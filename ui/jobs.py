@@ -13,7 +13,8 @@ from pathlib import Path
 
 from rerelrp_core.data import load_dataset
 from rerelrp_core.errors import UserError
-from rerelrp_core.learner import Cancelled
+from rerelrp_core.learners import Cancelled
+from rerelrp_core.progress import Progress, Stage
 from rerelrp_core.runs import load_run, save_run
 from rerelrp_core.sequence import train_sequence
 
@@ -27,12 +28,13 @@ class TrainingJob:
         self.resume_from = resume_from
         self.partial = resume_from or self.runs_dir / ".partial" / f"{name}-{uuid.uuid4().hex[:8]}"
         self.stop_event = threading.Event()
-        self.events = []            # (time, stage, done, total, info) in order
+        self.events = []            # Progress events, in order
         self.run = None
         self.error = None
         self.state = "running"      # running | finished | cancelled | failed
         self.saved_to = None
         self.started = time.time()
+        self.ended = None           # when the job stopped (finished, cancelled or failed)
         self.thread = threading.Thread(target=self._work, daemon=True, name=f"train-{name}")
 
     def start(self):
@@ -50,8 +52,10 @@ class TrainingJob:
     def latest(self):
         return self.events[-1] if self.events else None
 
-    def _progress(self, stage, done, total, info):
-        self.events.append((time.time(), stage, done, total, dict(info)))
+    @property
+    def elapsed(self):
+        """Seconds the job ran (it stops counting when the job ends)."""
+        return (self.ended or time.time()) - self.started
 
     def _checkpoint(self, run):
         self.run = run
@@ -60,9 +64,9 @@ class TrainingJob:
     def _work(self):
         try:
             dataset = load_dataset(self.dataset)
-            self._progress("data", 1, 1, {"images": len(dataset.x_train)})
+            self.events.append(Progress(Stage.DATA, 1, 1, images=len(dataset.x_train)))
             previous = load_run(self.resume_from) if self.resume_from else None
-            self.run = train_sequence(dataset, self.split, self.config, progress=self._progress,
+            self.run = train_sequence(dataset, self.split, self.config, progress=self.events.append,
                                       should_stop=self.stop_event.is_set, on_task_end=self._checkpoint, run=previous)
             target = self.runs_dir / self.name
             if target.exists():
@@ -77,3 +81,5 @@ class TrainingJob:
         except Exception as error:  # a bug or an environment problem: keep the page alive, show it
             self.error = f"Training failed: {error!r}\n{traceback.format_exc(limit=3)}"
             self.state = "failed"
+        finally:
+            self.ended = time.time()

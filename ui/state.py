@@ -1,12 +1,12 @@
 """Per-session state and shared caches for the app.
 
 Heavy read-only objects (data sets, saved runs) are loaded once per server with
-``st.cache_resource`` and shared by all sessions; a lock per run serialises the core calls that
-temporarily set subnetwork masks on its model. Uploads, selections and runs in progress live in
+``st.cache_resource`` and shared by all sessions. A run is a :class:`SharedRun`: every computation
+borrows its own replica of the model (``with shared.borrow() as run``), so people looking at the
+same run never wait for one another. Uploads, selections and runs in progress live in
 ``st.session_state``, so sessions never see each other's.
 """
 import os
-import threading
 from pathlib import Path
 
 import streamlit as st
@@ -16,6 +16,7 @@ from rerelrp_core.data import SplitConfig, load_dataset, make_tasks
 from rerelrp_core.errors import UserError
 from rerelrp_core.registry import list_runs
 from rerelrp_core.runs import load_run
+from rerelrp_core.sharing import SharedRun
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_RUNS = ROOT / "assets" / "demo-runs"
@@ -23,25 +24,27 @@ DEMO_RUN = DEMO_RUNS / "rerelrp"        # the one the app opens first
 RUNS_DIR = Path(os.environ.get("RERELRP_RUNS", ROOT / "runs"))
 
 
-_PRELOADED = {}   # (path, stamp) -> (run, lock), filled by preload() before the server takes visitors
+_PRELOADED = {}   # (path, stamp) -> SharedRun, filled by preload() before the server takes visitors
 
 
 @st.cache_resource(show_spinner="Loading run…", max_entries=8)
 def _cached_run(path, stamp):
-    return _PRELOADED.get((path, stamp)) or (load_run(path, device="cpu"), threading.Lock())
+    return _PRELOADED.get((path, stamp)) or SharedRun(load_run(path, device="cpu"))
 
 
 def preload(path):
-    """Open a run and explain one of its test images once, outside any session (see ui/serve.py)."""
+    """Open a run and explain one of its test images once, outside any session (see ui/serve.py);
+    the explanation runs on a borrowed replica, so early visitors are never disturbed."""
     from rerelrp_core.explain import explain_image
     path = Path(path)
     if not (path / "run.json").exists():
         return
-    run = load_run(path, device="cpu")
-    _PRELOADED[(str(path), _stamp(path))] = (run, threading.Lock())
-    tasks = cached_tasks.__wrapped__(run.dataset, vars(run.split)) if run.tasks_done else None
+    shared = SharedRun(load_run(path, device="cpu"))
+    _PRELOADED[(str(path), _stamp(path))] = shared
+    tasks = cached_tasks.__wrapped__(shared.run.dataset, vars(shared.run.split)) if shared.run.tasks_done else None
     if tasks:
-        explain_image(run, tasks[0].x_test[:1])
+        with shared.borrow() as run:
+            explain_image(run, tasks[0].x_test[:1])
 
 
 def _stamp(path):
@@ -55,33 +58,34 @@ def cached_tasks(dataset, split_json):
 
 
 def available_runs():
-    """(label, path) of the demo run and every saved run, newest first."""
+    """The demo runs (the default one first) and every saved run, newest first: dicts with
+    ``name``, ``path``, ``label`` (shown in the picker) and ``demo``."""
     demos = sorted(list_runs(DEMO_RUNS), key=lambda e: e["path"] != DEMO_RUN)
-    return ([(f"demo {entry['label']}", entry["path"]) for entry in demos]
-            + [(entry["label"], entry["path"]) for entry in list_runs(RUNS_DIR)])
+    return ([{**entry, "label": f"demo {entry['label']}", "demo": True} for entry in demos]
+            + [{**entry, "demo": False} for entry in list_runs(RUNS_DIR)])
 
 
 def open_run(path):
-    """The shared (run, lock) for a saved run folder; reloaded when the folder changes."""
+    """The SharedRun of a saved run folder; reloaded when the folder changes."""
     path = Path(path)
     return _cached_run(str(path), _stamp(path))
 
 
 def current_run():
-    """(run, lock, label) the user picked in the sidebar, or (None, None, None)."""
+    """The SharedRun the user picked in the sidebar, or None (an error is shown when it cannot
+    be opened)."""
     choice = st.session_state.get("run_path")
     if choice is None:          # nothing picked yet (or the page runs alone): the first run listed
         runs = available_runs()
         if not runs:
-            return None, None, None
-        st.session_state["run_label"], choice = runs[0][0], str(runs[0][1])
+            return None
+        st.session_state["run_label"], choice = runs[0]["label"], str(runs[0]["path"])
         st.session_state["run_path"] = choice
     try:
-        run, lock = open_run(choice)
+        return open_run(choice)
     except UserError as error:
         st.error(str(error))
-        return None, None, None
-    return run, lock, st.session_state.get("run_label")
+        return None
 
 
 def run_tasks(run):
@@ -96,15 +100,16 @@ def sidebar():
     if not runs:
         st.sidebar.info("No run yet: train one on the Train page.")
         return
-    labels = [label for label, _ in runs]
+    labels = [entry["label"] for entry in runs]
     current = st.session_state.get("run_label")
     index = labels.index(current) if current in labels else 0
     label = st.sidebar.selectbox("Run to explore", labels, index=index,
                                  help="The bundled demo run, or any run saved from the Train page or the CLI.")
     st.session_state["run_label"] = label
-    st.session_state["run_path"] = str(dict(runs)[label])
-    run, _, _ = current_run()
-    if run is not None:
+    st.session_state["run_path"] = str(runs[labels.index(label)]["path"])
+    shared = current_run()
+    if shared is not None:
+        run = shared.run
         m = run.metrics
         st.sidebar.caption(f"{run.dataset} · {run.config.method} · {run.config.arch} · "
                            f"{run.tasks_done} task(s)")

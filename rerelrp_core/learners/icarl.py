@@ -1,0 +1,127 @@
+"""iCaRL (incremental classifier and representation learning): a fixed buffer of stored images
+(2,000) filled by herding, sigmoid classification with distillation, and a nearest-mean-of-exemplars
+classifier. The replay baseline ReReLRP is measured against (it stores images; ReReLRP does not)."""
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from .base import Learner
+
+
+class ICaRL(Learner):
+    """Incremental classifier and representation learning, with a fixed image buffer."""
+    method = "icarl"
+
+    def __init__(self, model, config, device=None):
+        super().__init__(model, config, device)
+        self.exemplars = {}          # output row -> (k, C, H, W) stored images
+        self.means = None            # (seen classes, features) normalised class means
+        self.old_model, self.old_rows = None, 0
+
+    def training_data(self, task):
+        x, rows = [task.x_train], [task.y_train + task.offset]
+        for row, images in self.exemplars.items():
+            x.append(images)
+            rows.append(torch.full((len(images),), row))
+        return torch.cat(x), torch.cat(rows)
+
+    def loss_columns(self, task):
+        return slice(0, task.offset + task.n_classes)     # all classes seen so far
+
+    def before_task(self, task):
+        self.old_rows = task.offset
+        self.old_model = copy.deepcopy(self.model).eval() if task.offset else None
+
+    def loss(self, x, rows, logits, columns):
+        logits = logits[:, columns]
+        target = F.one_hot(rows, logits.shape[1]).float()
+        if self.old_model is not None:
+            with torch.no_grad():
+                target[:, :self.old_rows] = torch.sigmoid(self.old_model(x)[:, :self.old_rows])
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+    @torch.no_grad()
+    def features(self, x):
+        """Normalised penultimate features (the backbone's output) of ``x``."""
+        self.model.eval()
+        out = torch.cat([self.model.backbone(x[i:i + 1024].to(self.device)) for i in range(0, len(x), 1024)])
+        return F.normalize(out, dim=1)
+
+    def consolidate(self, task, progress=None):
+        """Herding selection for the new classes, shrink old classes to an equal share, class means."""
+        seen = task.offset + task.n_classes
+        per_class = max(1, self.config.memory // seen)
+        for row in list(self.exemplars):
+            self.exemplars[row] = self.exemplars[row][:per_class]
+        for c in range(task.n_classes):
+            images = task.x_train[task.y_train == c]
+            self.exemplars[task.offset + c] = images[self.herding(images, per_class)]
+        self.update_means()
+
+    def herding(self, images, count):
+        """Indices of ``count`` images whose running feature mean tracks the class mean best."""
+        feats = self.features(images)
+        mean = feats.mean(0)
+        chosen, total = [], torch.zeros_like(mean)
+        available = torch.ones(len(images), dtype=torch.bool, device=feats.device)
+        for k in range(min(count, len(images))):
+            distance = ((mean - (total + feats) / (k + 1)) ** 2).sum(1)
+            distance[~available] = torch.inf
+            pick = int(distance.argmin())
+            chosen.append(pick)
+            available[pick] = False
+            total += feats[pick]
+        return torch.tensor(chosen, dtype=torch.long)
+
+    def update_means(self):
+        rows = sorted(self.exemplars)
+        self.means = F.normalize(torch.stack([self.features(self.exemplars[r]).mean(0) for r in rows]), dim=1)
+
+    def nearest_mean(self, x, rows):
+        """Output row (among ``rows``) whose class mean is closest to each input's features."""
+        distance = torch.cdist(self.features(x), self.means[rows])
+        return torch.as_tensor(rows)[distance.argmin(1).cpu()]
+
+    @property
+    def seen_classes(self):
+        return sum(t.n_classes for t in self.tasks)
+
+    def predict_taw(self, x, k):
+        rows = self.tasks[k].rows
+        return self.nearest_mean(x, list(range(rows.start, rows.stop))) - rows.start
+
+    def predict_tag(self, x):
+        return self.nearest_mean(x, list(range(self.seen_classes)))
+
+    def stored_parts(self, k):
+        """Head rows plus task k's stored exemplars, counted at one byte per pixel (uint8)."""
+        rows = self.tasks[k].rows
+        images = sum(len(self.exemplars.get(r, [])) for r in range(rows.start, rows.stop))
+        channels, height, width = self.model.input_shape
+        return {**super().stored_parts(k), "images": images * channels * height * width}
+
+    def tensor_state(self):
+        """The exemplars, as uint8 when that is exact (images read from 8-bit files, like every
+        bundled data set but digits), so the file holds what ``stored_parts`` counts."""
+        tensors = {}
+        for row, images in self.exemplars.items():
+            as_bytes = torch.round(images * 255)
+            exact = torch.equal(as_bytes / 255, images)
+            tensors[f"exemplars.{row}"] = as_bytes.to(torch.uint8) if exact else images
+        return tensors
+
+    def load_tensor_state(self, tensors, n_tasks):
+        self.exemplars = {}
+        rows = self.seen_classes
+        for name, images in tensors.items():
+            row = name.split(".")[1] if name.startswith("exemplars.") else None
+            if (row is None or not row.isdigit() or int(row) >= rows or images.dim() != 4 or not len(images)
+                    or tuple(images.shape[1:]) != self.model.input_shape
+                    or images.dtype not in (torch.uint8, torch.float32)):
+                raise UserError(f"the stored exemplar images {name!r} do not fit this run")
+            self.exemplars[int(row)] = images.float() / 255 if images.dtype == torch.uint8 else images
+        if self.exemplars:
+            self.update_means()
+

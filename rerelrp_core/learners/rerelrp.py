@@ -1,0 +1,172 @@
+"""ReReLRP: after each task LRP finds the units the task relies on, the rest is pruned from its
+subnetwork, the kept units are frozen for good, and the relevance pattern an input produces in every
+subnetwork tells which task it belongs to (arXiv 2502.10789; see docs/ENGINE.md).
+
+The learner composes two parts: :class:`~rerelrp_core.masks.UnitOwnership` (which task keeps and
+froze which unit) and :class:`~rerelrp_core.task_recognition.TaskRecogniser` (the recogniser chain
+and the relevance features it is trained on). What is left here is the order of things after a
+task: relevance, pruning, freezing, features for recognition.
+"""
+import copy
+import time
+
+import torch
+
+from ..errors import UserError
+from ..masks import Freezer, UnitOwnership
+from ..metrics import capacity_report
+from ..progress import Progress, Stage
+from ..pruning import search_pruning
+from ..recognition import recognition_config
+from ..relevance import unit_relevance
+from ..seeding import generator, seeded
+from ..task_recognition import NO_FEATURES, TaskRecogniser
+from .base import Learner
+
+
+class ReReLRP(Learner):
+    """LRP-guided pruning and freezing with task recognition from relevance."""
+    method = "rerelrp"
+
+    def __init__(self, model, config, device=None):
+        super().__init__(model, config, device)
+        self.ownership = UnitOwnership(model.layer_sizes())
+        self.recogniser = TaskRecogniser(recognition_config(config.recognition), sum(model.layer_sizes()),
+                                         config.seed)
+        self.prune_log = []
+
+    def before_task(self, task):
+        if self.recogniser is None:       # opened from a run saved before recognition existed
+            raise UserError(NO_FEATURES)
+        if self.config.reinit_free and self.ownership.n_tasks:
+            self._reinit_free_units(task)
+
+    def freezer(self, task):
+        head_rows = torch.zeros(self.model.n_classes, dtype=torch.bool)
+        for seen in self.tasks[:task.index]:
+            head_rows[seen.rows] = True
+        return Freezer(self.model, self.ownership.frozen(), head_rows)
+
+    @torch.no_grad()
+    def _reinit_free_units(self, task):
+        fresh = copy.deepcopy(self.model).to(self.device)
+        with seeded(self.config.seed * 1000 + task.index):
+            for module in fresh.modules():
+                if hasattr(module, "reset_parameters") and module is not fresh:
+                    module.reset_parameters()
+        for layer, new_layer, frozen in zip(self.model.unit_layers, fresh.unit_layers, self.ownership.frozen()):
+            free = (~frozen).to(self.device)
+            for param, new in zip(layer.unit_parameters(), new_layer.unit_parameters()):
+                param[free] = new[free]
+
+    def task_masks(self, k):
+        return self.ownership.task_mask(k, self.device) if k < self.ownership.n_tasks else None
+
+    def stacked_task_masks(self, tasks):
+        return self.ownership.stacked_masks(tasks, 1)
+
+    def stored_parts(self, k):
+        """What the run file keeps for task k: its head rows, keep mask (one byte per unit) and what
+        its recognition needs. The recognisers are not stored: they are retrained from the stored
+        values when a run opens."""
+        parts = {**super().stored_parts(k), "masks": sum(self.ownership.layer_sizes)}
+        return {**parts, **self.recogniser.stored_parts(k)} if self.recogniser else parts
+
+    def metrics(self):
+        """Also the units each task keeps and owns, the free capacity, and the pruning log."""
+        layer_names = [layer.name for layer in self.model.unit_layers]
+        return {**super().metrics(), "units": capacity_report(self.ownership, layer_names),
+                "pruning": self.prune_log}
+
+    def json_state(self):
+        return {**super().json_state(), "prune_log": self.prune_log}
+
+    def load_json_state(self, state, tasks):
+        super().load_json_state(state, tasks)
+        self.prune_log = list(state.get("prune_log", []))
+
+    def tensor_state(self):
+        return {**self.ownership.tensor_state(), **(self.recogniser.tensor_state() if self.recogniser else {})}
+
+    def load_tensor_state(self, tensors, n_tasks):
+        """Masks and the recogniser's features. A run saved before recognition existed has none:
+        it opens without a recogniser (task-agnostic prediction falls back to the plain argmax)."""
+        self.ownership.load_tensor_state(tensors, n_tasks)
+        if not any(name.startswith("features.") for name in tensors):
+            self.recogniser = None
+            return
+        self.recogniser.load_tensor_state(tensors, self.tasks[:n_tasks])
+
+    def reference_set(self, task):
+        """Up to ``ref_per_class`` random training samples per class (seeded), with their rows."""
+        draw = generator(self.config.seed * 1000 + 500 + task.index)
+        picks = []
+        for c in range(task.n_classes):
+            rows = torch.nonzero(task.y_train == c).flatten()
+            picks.append(rows[torch.randperm(len(rows), generator=draw)[:self.config.ref_per_class]])
+        idx = torch.cat(picks)
+        return task.x_train[idx], task.y_train[idx] + task.offset
+
+    def consolidate(self, task, progress=None):
+        """Relevance on the reference set -> bisection pruning under acc_drop -> freeze kept units
+        -> relevance features for task recognition."""
+        started = time.perf_counter()
+        x_ref, rows_ref = self.reference_set(task)
+        relevance = unit_relevance(self.model, x_ref, rows_ref, batch_size=self.config.relevance_batch,
+                                   device=self.device)
+        scores = [r.sum(0).cpu() for r in relevance]
+        if progress:
+            progress(Progress(Stage.RELEVANCE, 1, 3, task.index))
+        result = self._prune(task, scores)
+        if progress:
+            progress(Progress(Stage.PRUNE, 2, 3, task.index, pruned=result.n_pruned, kept=self.prune_log[-1]["kept"],
+                              passes=self.prune_log[-1]["passes"]))
+        x = torch.cat([x_ref, task.x_val[self.recognition_indices(task)]])
+        self.recogniser.add_task(task.index, self.subnetworks(x, range(task.index + 1)))
+        if progress:
+            progress(Progress(Stage.RECOGNISERS, 3, 3, task.index))
+        self.timing["consolidate"] += time.perf_counter() - started
+        return result
+
+    def _prune(self, task, scores):
+        """The pruning search under acc_drop; the kept units become the task's mask."""
+        reference_accuracy = self.validation_accuracy(task)
+        result = search_pruning(scores, lambda keep: self.validation_accuracy(task, [k.float() for k in keep]),
+                                reference_accuracy, self.config.acc_drop, self.config.max_keep_fraction)
+        self.ownership.add_task(result.keep)
+        self.prune_log.append({"task": task.index, "pruned": result.n_pruned,
+                               "kept": int(sum(k.sum() for k in result.keep)),
+                               "val_acc_before": result.reference_accuracy, "val_acc_after": result.accuracy,
+                               "passes": result.passes + 1})  # +1: the unpruned reference pass
+        return result
+
+    def recognition_indices(self, task):
+        """Indices of the validation images (``val_per_class`` per class, seeded) whose relevance
+        vectors join the reference set's for recognition; the rest of validation stays unseen."""
+        draw = generator(self.config.seed * 1000 + 700 + task.index)
+        picks = []
+        for c in range(task.n_classes):
+            rows = torch.nonzero(task.y_val == c).flatten()
+            picks.append(rows[torch.randperm(len(rows), generator=draw)[:self.recogniser.config.val_per_class]])
+        return torch.cat(picks)
+
+    def can_recognise(self):
+        return self.recogniser is not None and self.recogniser.ready(self.ownership.n_tasks)
+
+    def recognise(self, x, want_input=False):
+        """Task-agnostic prediction with details for a batch ``x``: see
+        :meth:`~rerelrp_core.task_recognition.TaskRecogniser.recognise` (``subnetworks`` holds the
+        input heatmaps when ``want_input``)."""
+        if not self.can_recognise():
+            return super().recognise(x, want_input)
+        return self.recogniser.recognise(self.subnetworks(x, want_input=want_input), self.tasks)
+
+    def explain_task(self, result, row=0, n_features=8):
+        """Why input ``row`` of a :meth:`recognise` result got its task, named by (layer, unit)."""
+        unit_names = [(layer.name, u) for layer in self.model.unit_layers for u in range(layer.n_units)]
+        return self.recogniser.explain(result, unit_names, row, n_features)
+
+    def predict_tag(self, x):
+        if not self.can_recognise():
+            return super().predict_tag(x)     # a run without recognisers: plain argmax
+        return torch.cat([self.recognise(x[i:i + 1024])["predicted"] for i in range(0, len(x), 1024)])
