@@ -1,0 +1,39 @@
+"""Every older run format opens and predicts exactly what the code that wrote it predicted
+(fixture runs written by those versions, see tests/fixtures/make_fixture_v1.py)."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from rerelrp_core.data import SplitConfig, load_digits, make_tasks
+from rerelrp_core.errors import UserError
+from rerelrp_core.runs import VERSION, load_run, save_run
+
+FIXTURES = Path(__file__).parent / "fixtures" / "runs"
+
+
+@pytest.mark.parametrize("name", ["v1-rerelrp", "v1-full-vectors", "v1-icarl"])
+def test_older_formats_open_and_predict_as_before(name, tmp_path):
+    expected = json.loads((FIXTURES / f"{name}.expected.json").read_text())
+    run = load_run(FIXTURES / name)
+    tasks = make_tasks(load_digits(), SplitConfig(n_tasks=2, classes_per_task=[2, 2], seed=0))
+    for task in tasks:
+        assert run.learner.predict_taw(task.x_test, task.index).tolist() == expected["taw"][task.index]
+    x = torch.cat([t.x_test for t in tasks])
+    assert run.learner.predict_tag(x).tolist() == expected["tag"]
+    assert run.metrics["acc_tag"] == expected["acc_tag"]
+    # saved again, it is a current-version run that predicts the same
+    save_run(run, tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "run.json").read_text())["version"] == VERSION
+    assert load_run(tmp_path / "again").learner.predict_tag(x).tolist() == expected["tag"]
+
+
+def test_version_1_heads_must_match_its_tasks(tmp_path):
+    shutil.copytree(FIXTURES / "v1-rerelrp", tmp_path / "run")
+    state = json.loads((tmp_path / "run" / "run.json").read_text())
+    state["heads"][1] = [3, 2]
+    (tmp_path / "run" / "run.json").write_text(json.dumps(state))
+    with pytest.raises(UserError, match="heads' do not match"):
+        load_run(tmp_path / "run")
