@@ -1,6 +1,7 @@
 """Every continual-learning method, one file each, by name (the CLI's and the app's method picker)."""
 from ..errors import UserError
-from .base import Cancelled, Learner, accuracy, batched_logits, resolve_device
+from .base import Learner, accuracy, resolve_device
+from .training import Cancelled, batched_logits
 from .ewc import EWC
 from .icarl import ICaRL
 from .lwf import LwF

@@ -17,13 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from ..progress import Progress, Stage
-from ..seeding import generator
 from ..subnetworks import subnetwork_pass
-
-
-class Cancelled(Exception):
-    """Raised inside training when the caller's ``should_stop`` returns True."""
+from .training import batched_logits, fit_task
 
 
 def resolve_device(name="auto"):
@@ -35,20 +30,6 @@ def resolve_device(name="auto"):
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("CUDA was requested but no GPU is available; use --device cpu or auto.")
     return torch.device(name)
-
-
-@torch.no_grad()
-def batched_logits(model, x, masks=None, batch_size=2048):
-    """Logits of ``x`` (on any device) in batches, through the subnetwork given by ``masks``."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with model.subnetwork(None if masks is None else [m.to(device) for m in masks]):
-            out = [model(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, model.n_classes, device=device)
 
 
 def accuracy(predicted, labels):
@@ -176,69 +157,17 @@ class Learner:
             self.tasks.append(task.spec)
 
     def train_task(self, task, progress=None, should_stop=None):
-        """Fit ``task`` with SGD, early stopping and learning-rate decay on its validation split.
+        """Fit ``task`` with SGD, early stopping and learning-rate decay on its validation split
+        (:func:`~rerelrp_core.learners.training.fit_task`); returns the best validation accuracy.
 
         ``progress(event)`` gets a :class:`~rerelrp_core.progress.Progress` after every epoch; when
         ``should_stop()`` returns True training raises :class:`Cancelled` (the model keeps its last
         state)."""
         started = time.perf_counter()
         self.add_task(task)
-        x, rows = self.training_data(task)
-        columns = self.loss_columns(task)
-        self.before_task(task)
-        freezer = self.freezer(task)
-        optimizer = torch.optim.SGD(self.model.parameters(), lr=self.config.lr, momentum=self.config.momentum,
-                                    weight_decay=self.config.weight_decay)
-        best, best_state, stale, decays = -1.0, None, 0, 0
-        shuffle = generator(self.config.seed * 1000 + task.index)
-        for epoch in range(self.config.epochs):
-            loss = self._epoch(x, rows, columns, optimizer, freezer, shuffle, task.index, should_stop)
-            val = self.validation_accuracy(task)
-            if val > best:
-                best, best_state, stale = val, copy.deepcopy(self.model.state_dict()), 0
-            else:
-                stale += 1
-            if progress:
-                progress(Progress(Stage.TRAIN, epoch + 1, self.config.epochs, task.index, loss=loss, val_acc=val))
-            if stale >= self.config.patience:
-                if decays >= self.config.max_decays:
-                    break
-                decays, stale = decays + 1, 0
-                for group in optimizer.param_groups:
-                    group["lr"] *= self.config.lr_decay
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+        best = fit_task(self, task, progress, should_stop)
         self.timing["train"] += time.perf_counter() - started
         return best
-
-    def _epoch(self, x, rows, columns, optimizer, freezer, shuffle, task_index, should_stop):
-        self._set_train_mode(task_index)
-        order = torch.randperm(len(x), generator=shuffle)
-        total, count = 0.0, 0
-        for start in range(0, len(x), self.config.batch_size):
-            if should_stop and should_stop():
-                raise Cancelled()
-            idx = order[start:start + self.config.batch_size]
-            xb, yb = x[idx].to(self.device), rows[idx].to(self.device)
-            loss = self.loss(xb, yb, self.model(xb), columns)
-            if not torch.isfinite(loss):
-                raise UserError(f"Training diverged in task {task_index} (the loss became {loss.item()}); "
-                                "lower the learning rate (--lr) and train again or resume.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if freezer:
-                freezer.restore()
-            total, count = total + float(loss.detach()) * len(idx), count + len(idx)
-        return total / max(count, 1)
-
-    def _set_train_mode(self, task_index):
-        """Training mode, except BatchNorm statistics, which stay frozen after the first task
-        (later tasks must not shift the normalisation earlier subnetworks rely on)."""
-        self.model.train()
-        if task_index > 0:
-            for bn in self.model.batchnorms():
-                bn.eval()
 
     def validation_accuracy(self, task, masks=None):
         logits = batched_logits(self.model, task.x_val, masks)

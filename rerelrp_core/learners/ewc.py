@@ -20,9 +20,15 @@ class EWC(Learner):
 
     def loss(self, x, rows, logits, columns):
         loss = super().loss(x, rows, logits, columns)
-        if self.fisher is None:
+        if self.fisher is None or not self.strength:
             return loss
-        penalty = sum((f * (p - a) ** 2).sum()
+        # The penalty pulls parameter p back with stiffness strength * F_p; SGD with step lr is
+        # unstable on a quadratic stiffer than about 2 / lr, and then training diverges (it did with
+        # the default strength on small data sets, where the Fisher is large). Capping the stiffness
+        # at 1 / lr - "back to the anchor in one step" - is the strongest pull SGD can follow; where
+        # strength * F is below the cap, which the tuned setting mostly is, nothing changes.
+        limit = 1.0 / (self.config.lr * self.strength)
+        penalty = sum((f.clamp(max=limit) * (p - a) ** 2).sum()
                       for p, f, a in zip(self.model.parameters(), self.fisher, self.anchor))
         return loss + self.strength / 2 * penalty
 
