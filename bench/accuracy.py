@@ -56,7 +56,8 @@ def main():
 
 
 def result_row(method, seed, m, seconds):
-    return {"method": method, "seed": seed, "avg_acc_taw": m["avg_acc_taw"][-1], "avg_acc_tag": m["avg_acc_tag"][-1],
+    return {"method": method, "seed": seed,
+            "avg_acc_taw": m["avg_acc_taw"][-1], "avg_acc_tag": m["avg_acc_tag"][-1],
             "forgetting_taw": m["forgetting_taw"], "forgetting_tag": m["forgetting_tag"],
             "task_recognition_acc": m.get("task_recognition_acc"), "train_s": m["timing_s"]["train"],
             "consolidate_s": m["timing_s"]["consolidate"], "evaluate_s": m["timing_s"]["evaluate"],
@@ -81,7 +82,10 @@ def print_table(rows, dataset):
         if not mine:
             print(f"{method:10} failed: {next(r['error'] for r in rows if r['method'] == method)}")
             continue
-        stat = lambda key: _mean_std([r[key] for r in mine if r[key] is not None])
+
+        def stat(key):
+            return _mean_std([r[key] for r in mine if r[key] is not None])
+
         paper = "/".join(f"{v:.2f}" for v in PAPER[method]) if method in PAPER else "-"
         print(f"{method:10} {stat('avg_acc_tag'):>14} {stat('avg_acc_taw'):>14} {stat('forgetting_tag'):>11} "
               f"{stat('forgetting_taw'):>11} {stat('task_recognition_acc'):>10} {paper:>15}")

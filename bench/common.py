@@ -18,7 +18,8 @@ RESULTS = Path(__file__).parent / "results"
 
 def machine(device):
     """What every printed figure must come with: device, torch threads, load average."""
-    return {"device": str(device), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    return {"device": str(device),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch_threads": torch.get_num_threads(), "loadavg": [round(v, 2) for v in os.getloadavg()],
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch": torch.__version__}

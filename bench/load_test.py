@@ -71,7 +71,8 @@ async def main_async(args):
         memory = [server_rss_mb(port)]
         started = time.perf_counter()
         for _ in range(args.rounds):
-            await asyncio.gather(*[explore_once(browser, args.url, latencies, errors) for _ in range(args.sessions)])
+            await asyncio.gather(*[explore_once(browser, args.url, latencies, errors)
+                                   for _ in range(args.sessions)])
             memory.append(server_rss_mb(port))
         elapsed = time.perf_counter() - started
         if trainer is not None:
@@ -85,7 +86,8 @@ def main():
     parser.add_argument("--url", default="http://127.0.0.1:8501")
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--no-train", dest="train", action="store_false", help="no training session alongside")
+    parser.add_argument("--no-train", dest="train", action="store_false",
+                        help="no training session alongside")
     args = parser.parse_args()
     if urlparse(args.url).hostname not in ("127.0.0.1", "localhost"):
         sys.exit("load_test.py only targets a server on this machine (127.0.0.1 or localhost).")
@@ -93,10 +95,11 @@ def main():
         sys.exit("keep --sessions in 1..32 and --rounds in 1..20")
     latencies, errors, memory, elapsed = asyncio.run(main_async(args))
     ordered = sorted(latencies)
+    p95_index = min(len(ordered) - 1, int(0.95 * len(ordered)))
     result = {"sessions": args.sessions, "rounds": args.rounds, "training_alongside": args.train,
               "page_loads": len(latencies) + len(errors), "errors": errors,
               "p50_s": round(statistics.median(ordered), 2) if ordered else None,
-              "p95_s": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2) if ordered else None,
+              "p95_s": round(ordered[p95_index], 2) if ordered else None,
               "max_s": round(max(ordered), 2) if ordered else None, "elapsed_s": round(elapsed, 1),
               "server_rss_mb": [round(m) if m else None for m in memory], "machine": machine("cpu")}
     print(json.dumps(result, indent=1))

@@ -24,14 +24,16 @@ def main():
     parser.add_argument("--methods", nargs="+", default=["rerelrp", "finetune", "icarl"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--acc-drop", type=float, default=2.0,
-                        help="pruning budget in points; 40 validation images per class make 1 point < 1 image")
+                        help="pruning budget in points; "
+                             "40 validation images per class make 1 point < 1 image")
     parser.add_argument("--name", help="result file name (default long-sequence-DATASET)")
     args = parser.parse_args()
     dataset, meta = open_dataset(args.dataset)
     rows = []
     for method in args.methods:
         for seed in args.seeds:
-            run, outcome = timed_sequence(dataset, args.tasks, TrainConfig(method=method, seed=seed, acc_drop=args.acc_drop))
+            config = TrainConfig(method=method, seed=seed, acc_drop=args.acc_drop)
+            run, outcome = timed_sequence(dataset, args.tasks, config)
             if run is None:
                 rows.append({"method": method, "seed": seed, "error": outcome})
                 continue
@@ -59,7 +61,8 @@ def step_rows(method, seed, metrics, seconds):
 
 
 def print_table(rows):
-    print("\nper step: average TAw / TAg over the tasks seen so far (%); free = share of a layer's units no task owns")
+    print("\nper step: average TAw / TAg over the tasks seen so far (%); "
+          "free = share of a layer's units no task owns")
     for method in dict.fromkeys(r["method"] for r in rows):
         for row in (r for r in rows if r["method"] == method):
             if "error" in row:

@@ -41,7 +41,8 @@ def main():
 
 def print_table(rows):
     kinds = list(dict.fromkeys(k for r in rows for k in r
-                               if k not in ("run", "method", "dataset", "task", "total", "learner_file_bytes")))
+                               if k not in ("run", "method", "dataset", "task", "total",
+                                            "learner_file_bytes")))
     print("\nbytes kept per task beyond the shared backbone (kB = 1000 bytes)")
     print(f"{'run':36} {'task':>4} " + " ".join(f"{k:>16}" for k in kinds) + f" {'total':>10}")
     for run in dict.fromkeys(r["run"] for r in rows):
@@ -49,8 +50,10 @@ def print_table(rows):
         for r in mine:
             print(f"{run:36} {r['task']:>4} " + " ".join(f"{r.get(k, 0) / 1e3:>14.1f}kB" for k in kinds)
                   + f" {r['total'] / 1e3:>8.1f}kB")
-        print(f"{run:36} {'all':>4} " + " ".join(f"{sum(r.get(k, 0) for r in mine) / 1e3:>14.1f}kB" for k in kinds)
-              + f" {sum(r['total'] for r in mine) / 1e3:>8.1f}kB   learner file {mine[0]['learner_file_bytes'] / 1e3:.1f} kB")
+        print(f"{run:36} {'all':>4} "
+              + " ".join(f"{sum(r.get(k, 0) for r in mine) / 1e3:>14.1f}kB" for k in kinds)
+              + f" {sum(r['total'] for r in mine) / 1e3:>8.1f}kB"
+                f"   learner file {mine[0]['learner_file_bytes'] / 1e3:.1f} kB")
 
 
 if __name__ == "__main__":

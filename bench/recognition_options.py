@@ -78,7 +78,8 @@ def main():
             continue
         # ref_per_class belongs to the training settings (the reference set also drives pruning,
         # which is already done here); the rest are recognition settings
-        learner.config = replace(base_config, ref_per_class=overrides.get("ref_per_class", base_config.ref_per_class))
+        learner.config = replace(base_config,
+                                 ref_per_class=overrides.get("ref_per_class", base_config.ref_per_class))
         learner.recognition = replace(base, **{k: v for k, v in overrides.items() if k != "ref_per_class"})
         learner.features, learner.selected = {}, {}
         for task in tasks:
@@ -92,7 +93,8 @@ def main():
         print(rows[-1], flush=True)
     print(f"\n{'option':38} {'val rec':>8} {'val TAg':>8} {'test rec':>9} {'test TAg':>9}")
     for r in rows:
-        print(f"{r['option']:38} {r['val_task_rec']:8.2f} {r['val_tag']:8.2f} {r['test_task_rec']:9.2f} {r['test_tag']:9.2f}")
+        print(f"{r['option']:38} {r['val_task_rec']:8.2f} {r['val_tag']:8.2f} "
+              f"{r['test_task_rec']:9.2f} {r['test_tag']:9.2f}")
     write_results(args.name or f"recognition-options-{run.dataset}-seed{run.config.seed}", rows, meta)
 
 

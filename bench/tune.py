@@ -36,7 +36,8 @@ def main():
                      "val_avg_acc_taw": run.metrics["avg_acc_taw"][-1], "seconds": round(outcome, 1)})
         print(rows[-1], flush=True)
     scored = [r for r in rows if "error" not in r]
-    print(f"\n{args.method} on {args.dataset} (seed {args.seed}), final average accuracy on validation images")
+    print(f"\n{args.method} on {args.dataset} (seed {args.seed}), "
+          "final average accuracy on validation images")
     for r in rows:
         print(f"  reg_strength {r['reg_strength']:>10g}: " + (r["error"] if "error" in r else
               f"TAg {r['val_avg_acc_tag']:6.2f}  TAw {r['val_avg_acc_taw']:6.2f}"))

@@ -10,7 +10,8 @@ from ui.state import available_runs, current_run, open_run, run_tasks
 def stored_summary(name, metrics):
     """One row of the cost table: final accuracies and the bytes kept, in kB, by kind."""
     parts = metrics["stored_parts_per_task"]
-    kinds = {kind: sum(p.get(kind, 0) for p in parts) / 1e3 for kind in dict.fromkeys(k for p in parts for k in p)}
+    kinds = {kind: sum(p.get(kind, 0) for p in parts) / 1e3
+             for kind in dict.fromkeys(k for p in parts for k in p)}
     return {"run": name, "final TAg (%)": round(metrics["avg_acc_tag"][-1], 2),
             "final TAw (%)": round(metrics["avg_acc_taw"][-1], 2),
             "kept (kB)": round(sum(metrics["stored_bytes_per_task"]) / 1e3, 1),
@@ -56,12 +57,12 @@ st.markdown("**What each method keeps to get there** (beyond the shared network,
 columns = dict.fromkeys(k for row in costs for k in row)     # a kind one method lacks is 0 for it
 st.dataframe([{k: row.get(k, 0) for k in columns} for row in costs], hide_index=True, width="stretch")
 st.caption("ReReLRP keeps masks and the relevance values its task recognisers read, never an image; EWC a "
-           "Fisher value and an anchor weight per parameter; iCaRL its exemplar images and joint training every "
-           "image (one byte per pixel). kB = 1000 bytes.")
+           "Fisher value and an anchor weight per parameter; iCaRL its exemplar images and joint training "
+           "every image (one byte per pixel). kB = 1000 bytes.")
 
 st.subheader("Explanation drift")
-st.caption("One test image's LRP heatmap after each task, through what task-aware prediction of its task uses. "
-           "ReReLRP's frozen subnetwork keeps it unchanged; without protection it drifts.")
+st.caption("One test image's LRP heatmap after each task, through what task-aware prediction of its task "
+           "uses. ReReLRP's frozen subnetwork keeps it unchanged; without protection it drifts.")
 if not run.snapshots:
     st.info("This run kept no per-task snapshots (runs trained on the Train page keep them).")
     st.stop()
@@ -73,4 +74,5 @@ sample = c2.number_input("Test sample", 0, len(task.x_test) - 1, 0, key="drift_s
 row = task.offset + int(task.y_test[sample])
 with st.spinner("Recomputing the heatmap after every task…"):
     strip = explanation_drift(run, task.x_test[sample:sample + 1], task_index, row)
-st.plotly_chart(figures.heatmaps([h for _, h in strip], [f"after task {s}" for s, _ in strip]), width="stretch")
+st.plotly_chart(figures.heatmaps([h for _, h in strip], [f"after task {s}" for s, _ in strip]),
+                width="stretch")

@@ -30,7 +30,8 @@ c1, c2 = st.columns(2)
 owner = c1.selectbox("Units owned by", [None] + list(range(run.tasks_done)),
                      format_func=lambda t: "— nobody —" if t is None else f"task {t}",
                      help="Every unit this task froze is switched off in every subnetwork.")
-layer = c2.selectbox("Whole layer", [None] + run.layer_names, format_func=lambda n: "— none —" if n is None else n,
+layer = c2.selectbox("Whole layer", [None] + run.layer_names,
+                     format_func=lambda n: "— none —" if n is None else n,
                      help="Every unit of this layer is switched off.")
 if owner is None and layer is None:
     st.caption("Choose a task's pathway or a layer to switch off.")

@@ -20,9 +20,11 @@ DATASETS = {"mnist5k": "MNIST-5k (bundled, 28×28 digits)", "digits": "scikit-le
             "fashion-mnist": "Fashion-MNIST (full, Debian package)",
             "mnist5k-fashion": "MNIST-5k digits + Fashion-MNIST (20 classes, for 10-task sequences)",
             "zip": "Your images (a zip with one folder per class)"}
-METHOD_HELP = ("rerelrp: prune + freeze + recognise tasks (stores no image); finetune: no protection (lower "
-               "bound); joint: all data seen so far (upper bound, stores every image); ewc / lwf: regularisation "
-               "baselines; icarl: replay of 2,000 stored images with a nearest-mean classifier.")
+METHOD_HELP = ("rerelrp: prune + freeze + recognise tasks (stores no image); "
+               "finetune: no protection (lower bound); "
+               "joint: all data seen so far (upper bound, stores every image); "
+               "ewc / lwf: regularisation baselines; "
+               "icarl: replay of 2,000 stored images with a nearest-mean classifier.")
 
 st.title("Train a task sequence")
 job = st.session_state.get("job")
@@ -41,26 +43,32 @@ def uploaded_dataset(upload):
             shutil.rmtree(target, ignore_errors=True)
             raise
         st.session_state["zip_key"], st.session_state["zip_dataset"] = key, dataset.name
-        st.session_state["zip_summary"] = (f"{len(dataset.class_names)} classes ({', '.join(dataset.class_names[:8])}"
-                                           f"{'…' if len(dataset.class_names) > 8 else ''}), "
-                                           f"{len(dataset.x_train)} training and {len(dataset.x_test)} test images")
+        summary = (f"{len(dataset.class_names)} classes ({', '.join(dataset.class_names[:8])}"
+                   f"{'…' if len(dataset.class_names) > 8 else ''}), "
+                   f"{len(dataset.x_train)} training and {len(dataset.x_test)} test images")
+        st.session_state["zip_summary"] = summary
     return st.session_state["zip_dataset"]
 
 with st.form("train"):
     c1, c2, c3 = st.columns(3)
     datasets = [d for d in DATASETS if "fashion" not in d or fashion_mnist_available()]
     dataset = c1.selectbox("Data set", datasets, format_func=DATASETS.get,
-                           help="Fashion-MNIST appears when its files are installed (apt-get install dataset-fashion-mnist). "
+                           help="Fashion-MNIST appears when its files are installed "
+                                "(apt-get install dataset-fashion-mnist). "
                                 "Your images are converted to 28×28 grey.")
     archive = st.file_uploader("Zip of your images (used when the data set is 'Your images')", type=["zip"],
                                help="One folder per class, at least two classes and two images per class.")
-    n_tasks = c2.number_input("Tasks", 1, 50, 5, help="The classes are split evenly over the tasks, in class order "
-                              "(the number of tasks must divide the number of classes).")
-    method = c3.selectbox("Method", sorted(LEARNERS), index=sorted(LEARNERS).index("rerelrp"), help=METHOD_HELP)
+    n_tasks = c2.number_input("Tasks", 1, 50, 5,
+                              help="The classes are split evenly over the tasks, in class order "
+                                   "(the number of tasks must divide the number of classes).")
+    method = c3.selectbox("Method", sorted(LEARNERS), index=sorted(LEARNERS).index("rerelrp"),
+                          help=METHOD_HELP)
     c4, c5, c6, c7 = st.columns(4)
-    arch = c4.selectbox("Model", list(ARCHITECTURES), help="cnn: fast default; vgg11/resnet18: torchvision models "
-                        "adapted to small inputs (slow on CPU).")
-    epochs = c5.number_input("Max epochs per task", 1, 100, 5, help="Early stopping on validation may stop sooner.")
+    arch = c4.selectbox("Model", list(ARCHITECTURES),
+                        help="cnn: fast default; vgg11/resnet18: torchvision models "
+                             "adapted to small inputs (slow on CPU).")
+    epochs = c5.number_input("Max epochs per task", 1, 100, 5,
+                             help="Early stopping on validation may stop sooner.")
     acc_drop = c6.number_input("acc_drop (points)", 0.0, 20.0, 1.0, 0.5,
                                help="How much validation accuracy pruning may cost each task.")
     seed = c7.number_input("Seed", 0, 10_000, 0)
@@ -121,14 +129,15 @@ def show_progress():
     if job.run is not None and job.run.tasks_done:
         history = job.run.history
         c1, c2 = st.columns(2)
-        c1.plotly_chart(figures.accuracy_matrix(history["acc_taw"], "Task-aware accuracy (%)"), width="stretch",
-                        key="live_taw")
-        c2.plotly_chart(figures.accuracy_matrix(history["acc_tag"], "Task-agnostic accuracy (%)"), width="stretch",
-                        key="live_tag")
+        c1.plotly_chart(figures.accuracy_matrix(history["acc_taw"], "Task-aware accuracy (%)"),
+                        width="stretch", key="live_taw")
+        c2.plotly_chart(figures.accuracy_matrix(history["acc_tag"], "Task-agnostic accuracy (%)"),
+                        width="stretch", key="live_tag")
         if history["capacity"]:
             free = history["capacity"][-1]
-            st.plotly_chart(figures.stacked_shares({layer: {"frozen": 1 - f, "free": f} for layer, f in free.items()},
-                                                   "Capacity meter: frozen and free units per layer", "share of units"),
+            shares = {layer: {"frozen": 1 - f, "free": f} for layer, f in free.items()}
+            st.plotly_chart(figures.stacked_shares(shares, "Capacity meter: frozen and free units per layer",
+                                                   "share of units"),
                             width="stretch", key="live_capacity")
 
 
@@ -149,8 +158,8 @@ for entry in runs:
                 st.rerun()
             except UserError as error:
                 st.error(str(error))
-        c2.download_button("Download (.zip)", run_zip(entry["path"]), f"{entry['name']}.zip", "application/zip",
-                           key=f"download-{entry['name']}")
+        c2.download_button("Download (.zip)", run_zip(entry["path"]), f"{entry['name']}.zip",
+                           "application/zip", key=f"download-{entry['name']}")
         if c3.button("Delete", key=f"delete-{entry['name']}"):
             try:
                 delete_run(RUNS_DIR, entry["name"])

@@ -54,13 +54,15 @@ def _check_member(member):
     if path.is_absolute() or member.filename.startswith(("/", "\\")) or (path.parts and ":" in path.parts[0]):
         raise UserError(f"The archive member {member.filename!r} has an absolute path; it is refused.")
     if ".." in path.parts:
-        raise UserError(f"The archive member {member.filename!r} points outside the archive ('..'); it is refused.")
+        raise UserError(f"The archive member {member.filename!r} points outside the archive ('..'); "
+                        "it is refused.")
     kind = stat.S_IFMT(member.external_attr >> 16)     # 0 when the zip tool stored no file type
     if kind and kind != stat.S_IFREG:
         raise UserError(f"The archive member {member.filename!r} is a link or special file; it is refused.")
     suffix = path.suffix.lower()
     if suffix in ARCHIVE_SUFFIXES:
-        raise UserError(f"The archive member {member.filename!r} is itself an archive; nested archives are refused.")
+        raise UserError(f"The archive member {member.filename!r} is itself an archive; "
+                        "nested archives are refused.")
     if suffix not in IMAGE_SUFFIXES:
         raise UserError(f"The archive member {member.filename!r} is not an image "
                         f"(accepted: {', '.join(sorted(IMAGE_SUFFIXES))}).")

@@ -27,23 +27,28 @@ def build_parser():
     train = commands.add_parser("train", help="train a task sequence and write OUT/metrics.json")
     train.add_argument("--dataset", default="fashion-mnist",
                        help=f"{', '.join(DATASETS)} or folder:PATH (one sub-folder per class)")
-    train.add_argument("--download", action="store_true", help="let torchvision download Fashion-MNIST if missing")
+    train.add_argument("--download", action="store_true",
+                       help="let torchvision download Fashion-MNIST if missing")
     train.add_argument("--tasks", type=int, default=5, help="number of tasks")
-    train.add_argument("--classes-per-task", type=int, nargs="+", help="classes in each task (default: even split)")
-    train.add_argument("--class-order", type=int, nargs="+", help="class ids in task order (default 0, 1, ...)")
+    train.add_argument("--classes-per-task", type=int, nargs="+",
+                       help="classes in each task (default: even split)")
+    train.add_argument("--class-order", type=int, nargs="+",
+                       help="class ids in task order (default 0, 1, ...)")
     train.add_argument("--method", default="rerelrp", choices=sorted(LEARNERS))
     train.add_argument("--model", default="cnn", choices=sorted(ARCHITECTURES))
     defaults = TrainConfig()
     train.add_argument("--epochs", type=int, default=defaults.epochs)
     train.add_argument("--lr", type=float, default=defaults.lr)
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--acc-drop", type=float, default=defaults.acc_drop, help="accuracy points pruning may cost")
+    train.add_argument("--acc-drop", type=float, default=defaults.acc_drop,
+                       help="accuracy points pruning may cost")
     train.add_argument("--ref-per-class", type=int, default=defaults.ref_per_class)
     train.add_argument("--loss-scope", default=defaults.loss_scope, choices=["task", "seen"])
     train.add_argument("--max-keep-fraction", type=float, help="cap on the share of units one task may keep")
     train.add_argument("--reinit-free", action="store_true", help="re-initialise free units before each task")
     train.add_argument("--reg-strength", type=float,
-                       help="ewc / lwf regularisation weight (default: EWC 50000, LwF 0.5, chosen on validation)")
+                       help="ewc / lwf regularisation weight "
+                            "(default: EWC 50000, LwF 0.5, chosen on validation)")
     train.add_argument("--memory", type=int, default=defaults.memory, help="icarl's image buffer size")
     train.add_argument("--recognition", default="ours", choices=sorted(RECOGNITION_PRESETS),
                        help="task recognisers: 'faithful' (the paper's) or 'ours' (more context and data)")
@@ -79,8 +84,8 @@ class ProgressBars:
         if event.stage is Stage.TRAIN:
             if self.epochs is None or event.done == 1:
                 self._close_epochs()
-                self.epochs = tqdm(total=event.total, desc=f"task {event.task} epochs", position=1, leave=False,
-                                   disable=not self.enabled)
+                self.epochs = tqdm(total=event.total, desc=f"task {event.task} epochs", position=1,
+                                   leave=False, disable=not self.enabled)
             self.epochs.update(1)
             self.epochs.set_postfix(loss=f"{event.loss:.3f}", val=f"{event.val_acc:.1f}")
         elif event.stage is Stage.EVALUATE:
@@ -126,7 +131,8 @@ def command_train(args):
               "(the run's own settings are used)", file=sys.stderr)
     else:
         if (out / "run.json").exists():
-            raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out.")
+            raise UserError(f"{out} already holds a run; "
+                            "pass --resume to continue it or choose another --out.")
         split = SplitConfig(n_tasks=args.tasks, classes_per_task=args.classes_per_task,
                             class_order=args.class_order, seed=args.seed)
         config, dataset_name = config_from_args(args), args.dataset
@@ -136,8 +142,8 @@ def command_train(args):
     if previous is not None:
         bars.tasks.update(previous.tasks_done)
     try:
-        run = train_sequence(dataset, split, config, progress=bars, on_task_end=functools.partial(save_run, out=out),
-                             run=previous)
+        run = train_sequence(dataset, split, config, progress=bars,
+                             on_task_end=functools.partial(save_run, out=out), run=previous)
     finally:
         bars.close()
     print(format_table(run.metrics))

@@ -170,8 +170,12 @@ def load_mnist5k_fashion(train_per_class=400, test_per_class=100, root=None, dow
     """
     digits = load_mnist5k(test_per_class=test_per_class)
     fashion = load_fashion_mnist(root, download)
-    first = lambda labels, n: torch.cat([torch.nonzero(labels == c).flatten()[:n] for c in range(10)])
-    train_rows, test_rows = first(fashion.y_train, train_per_class), first(fashion.y_test, test_per_class)
+
+    def first_per_class(labels, n):
+        return torch.cat([torch.nonzero(labels == c).flatten()[:n] for c in range(10)])
+
+    train_rows = first_per_class(fashion.y_train, train_per_class)
+    test_rows = first_per_class(fashion.y_test, test_per_class)
     return ImageDataset("mnist5k-fashion",
                         torch.cat([digits.x_train, fashion.x_train[train_rows]]),
                         torch.cat([digits.y_train, fashion.y_train[train_rows] + 10]),
@@ -188,7 +192,10 @@ def load_digits(test_fraction=0.2, seed=0):
     images = (bunch.images / 16.0).astype(np.float32)
     x_tr, x_te, y_tr, y_te = train_test_split(images, bunch.target, test_size=test_fraction,
                                               random_state=seed, stratify=bunch.target)
-    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1)
+
+    def as_tensor(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1)
+
     return ImageDataset("digits", as_tensor(x_tr), _labels(y_tr), as_tensor(x_te), _labels(y_te),
                         [str(d) for d in range(10)])
 
@@ -228,8 +235,11 @@ def load_image_folder(path, size=28, channels=1, test_fraction=0.2, seed=0):
         for part, idx in (("test", order[:n_test]), ("train", order[n_test:])):
             parts[part][0].extend(images[i] for i in idx)
             parts[part][1].extend([label] * len(idx))
-    stack = lambda part: (torch.stack(parts[part][0]), torch.tensor(parts[part][1], dtype=torch.int64))
-    (x_tr, y_tr), (x_te, y_te) = stack("train"), stack("test")
+
+    def stack_part(part):
+        return torch.stack(parts[part][0]), torch.tensor(parts[part][1], dtype=torch.int64)
+
+    (x_tr, y_tr), (x_te, y_te) = stack_part("train"), stack_part("test")
     return ImageDataset(f"folder:{root.resolve()}", x_tr, y_tr, x_te, y_te, [d.name for d in class_dirs])
 
 
@@ -246,8 +256,8 @@ DATASETS = {"fashion-mnist": load_fashion_mnist, "mnist5k": load_mnist5k, "digit
 
 
 def load_dataset(name, **kwargs):
-    """Load a data set by name (``fashion-mnist``, ``mnist5k``, ``digits``, ``mnist5k-fashion``) or from a folder path
-    given as ``folder:PATH``."""
+    """Load a data set by name (``fashion-mnist``, ``mnist5k``, ``digits``, ``mnist5k-fashion``) or from
+    a folder path given as ``folder:PATH``."""
     if name.startswith("folder:"):
         return load_image_folder(name[len("folder:"):], **kwargs)
     if name not in DATASETS:
@@ -276,7 +286,8 @@ def task_classes(n_classes, split):
     sizes = [int(s) for s in sizes]
     if len(sizes) != split.n_tasks or sum(sizes) > len(order) or min(sizes) < 2:
         raise UserError(f"classes_per_task {sizes} does not fit {split.n_tasks} tasks over {len(order)} "
-                        "classes (each task needs at least 2 classes and the total cannot exceed the classes).")
+                        "classes (each task needs at least 2 classes and the total cannot exceed "
+                        "the classes).")
     groups, start = [], 0
     for size in sizes:
         groups.append(order[start:start + size])
@@ -305,8 +316,13 @@ def make_tasks(dataset, split):
             yva += [local] * n_val
             ytr += [local] * (len(rows) - n_val)
             yte += [local] * len(test_rows)
-        cat = lambda parts: torch.from_numpy(np.concatenate(parts))
-        label = lambda values: torch.tensor(values, dtype=torch.int64)
+
+        def cat(parts):
+            return torch.from_numpy(np.concatenate(parts))
+
+        def label(values):
+            return torch.tensor(values, dtype=torch.int64)
+
         tasks.append(TaskData(index, tuple(classes), tuple(dataset.class_names[c] for c in classes), offset,
                               dataset.x_train[cat(tr)], label(ytr), dataset.x_train[cat(va)], label(yva),
                               dataset.x_test[cat(te)], label(yte)))

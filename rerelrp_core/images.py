@@ -69,7 +69,8 @@ def to_input(image, size, channels, invert="auto"):
     image = image.convert("L" if channels == 1 else "RGB")
     array = np.asarray(image, dtype=np.float32) / 255.0
     if invert == "auto":
-        border = np.concatenate([array[0].ravel(), array[-1].ravel(), array[:, 0].ravel(), array[:, -1].ravel()])
+        border = np.concatenate([array[0].ravel(), array[-1].ravel(),
+                                 array[:, 0].ravel(), array[:, -1].ravel()])
         invert = bool(border.mean() > 0.5)
     if invert:
         array = 1.0 - array

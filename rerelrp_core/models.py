@@ -144,7 +144,8 @@ def vgg11(input_shape, n_classes, hidden=256):
     dense, mask = nn.Linear(c_in, hidden), UnitMask(hidden)
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), dense, mask, nn.ReLU()]
     unit_layers.append(UnitLayer("fc1", mask, [dense]))
-    return ContinualNet("vgg11", nn.Sequential(*layers), nn.Linear(hidden, n_classes), unit_layers, input_shape)
+    return ContinualNet("vgg11", nn.Sequential(*layers), nn.Linear(hidden, n_classes), unit_layers,
+                        input_shape)
 
 
 class _ResNetBackbone(nn.Module):

@@ -44,7 +44,8 @@ class Progress:
         if self.stage is Stage.RELEVANCE:
             return f"task {self.task}: LRP relevance computed"
         if self.stage is Stage.PRUNE:
-            return f"task {self.task}: pruned {self.pruned} units, kept {self.kept} ({self.passes} validation passes)"
+            return (f"task {self.task}: pruned {self.pruned} units, kept {self.kept} "
+                    f"({self.passes} validation passes)")
         if self.stage is Stage.RECOGNISERS:
             return f"task {self.task}: task recognisers trained"
         return f"task {self.task} evaluated"

@@ -65,12 +65,15 @@ def recognition_config(values):
     for name, low in minimum.items():
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UserError(f"Recognition setting {name} must be a whole number of at least {low}; got {value!r}.")
+            raise UserError(f"Recognition setting {name} must be a whole number of at least {low}; "
+                            f"got {value!r}.")
     if config.chain not in CHAINS:
-        raise UserError(f"Recognition setting chain must be one of {', '.join(CHAINS)}; got {config.chain!r}.")
+        raise UserError(f"Recognition setting chain must be one of {', '.join(CHAINS)}; "
+                        f"got {config.chain!r}.")
     for name in ("with_logits", "context"):
         if not isinstance(getattr(config, name), bool):
-            raise UserError(f"Recognition setting {name} must be True or False; got {getattr(config, name)!r}.")
+            raise UserError(f"Recognition setting {name} must be True or False; "
+                            f"got {getattr(config, name)!r}.")
     return config
 
 

@@ -27,7 +27,8 @@ def list_runs(root):
                          f"{len(state['history']['acc_taw'])}/{len(state['tasks'])} tasks")
             except (ValueError, KeyError, TypeError):
                 label = f"{folder.name}: (damaged run.json)"
-            entries.append({"name": folder.name, "path": folder, "label": label, "mtime": meta.stat().st_mtime})
+            entries.append({"name": folder.name, "path": folder, "label": label,
+                            "mtime": meta.stat().st_mtime})
     return sorted(entries, key=lambda e: -e["mtime"])
 
 

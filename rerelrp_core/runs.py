@@ -81,8 +81,10 @@ class Run:
         metrics.update(summarise(self.history["acc_taw"], "taw"))
         metrics.update(summarise(self.history["acc_tag"], "tag"))
         learner_metrics = self.learner.metrics()
-        metrics["timing_s"] = {**learner_metrics.pop("timing_s"), "evaluate": round(self.history["evaluate_s"], 3)}
-        metrics.update({key: learner_metrics.pop(key) for key in ("stored_bytes_per_task", "stored_parts_per_task")})
+        metrics["timing_s"] = {**learner_metrics.pop("timing_s"),
+                               "evaluate": round(self.history["evaluate_s"], 3)}
+        metrics.update({key: learner_metrics.pop(key)
+                        for key in ("stored_bytes_per_task", "stored_parts_per_task")})
         metrics["capacity"] = self.history["capacity"]
         confusion = self.history.get("task_confusion")
         if confusion:
@@ -115,7 +117,8 @@ def save_run(run, out):
     tensors = {k: v.detach().cpu().contiguous() for k, v in learner.tensor_state().items()}
     save_file(tensors, str(tmp / "learner.safetensors"))
     if run.snapshots:
-        save_file({f"step{t}.{k}": v.contiguous() for t, snap in enumerate(run.snapshots) for k, v in snap.items()},
+        save_file({f"step{t}.{k}": v.contiguous()
+                   for t, snap in enumerate(run.snapshots) for k, v in snap.items()},
                   str(tmp / "snapshots.safetensors"))
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
@@ -148,8 +151,8 @@ def load_run(folder, device=None):
     except FileNotFoundError:
         raise UserError(f"{folder} has no model.safetensors; the run is incomplete.") from None
     except (RuntimeError, OSError, ValueError, SafetensorError) as error:
-        raise UserError(f"{folder}: model.safetensors is damaged or does not fit a '{config.arch}' model for this run "
-                        f"({str(error).splitlines()[0][:200]}).") from None
+        raise UserError(f"{folder}: model.safetensors is damaged or does not fit a '{config.arch}' model "
+                        f"for this run ({str(error).splitlines()[0][:200]}).") from None
     if device is not None:
         config.device = str(device)
     learner = make_learner(model, config)
@@ -206,7 +209,8 @@ def _version1_to_2(state, tensors):
         raise UserError("the version-1 'heads' do not match the run's tasks")
     state["learner"] = {**(state.get("learner") or {}), "tasks_seen": len(heads), "timing": timing}
     state["version"] = 2
-    if any(name.startswith("features.") for name in tensors) and not any(n.startswith("columns.") for n in tensors):
+    if (any(name.startswith("features.") for name in tensors)
+            and not any(n.startswith("columns.") for n in tensors)):
         _select_from_full_vectors(state, tensors, len(heads))
     return state, tensors
 

@@ -70,7 +70,8 @@ def train_sequence(dataset, split, config, progress=None, should_stop=None, on_t
         run.history["evaluate_s"] += time.perf_counter() - started
         run.update_metrics()
         if progress:
-            progress(Progress(Stage.EVALUATE, task.index + 1, len(tasks), task.index, acc_taw=taw, acc_tag=tag))
+            progress(Progress(Stage.EVALUATE, task.index + 1, len(tasks), task.index,
+                              acc_taw=taw, acc_tag=tag))
         if on_task_end:
             on_task_end(run)
     return run

@@ -44,12 +44,14 @@ def subnetwork_pass(model, task_masks, tasks, x, batch_size=512, device=None, wa
                 # each row's target: the best class inside its own subnetwork's head slice
                 return logits.masked_fill(~row_allowed, -torch.inf).argmax(1)
 
-            masks = None if task_masks is None else [m.to(device).repeat_interleave(n, dim=0) for m in task_masks]
+            masks = (None if task_masks is None
+                     else [m.to(device).repeat_interleave(n, dim=0) for m in task_masks])
             with model.subnetwork(masks):
-                result = relevance_batch(modified, model, xb.repeat(n_sub, *[1] * (xb.dim() - 1)), own_prediction,
-                                         want_input=want_input)
+                result = relevance_batch(modified, model, xb.repeat(n_sub, *[1] * (xb.dim() - 1)),
+                                         own_prediction, want_input=want_input)
             _collect(parts, result, tasks, n, want_input)
-    return SubnetworkPass(**{name: [torch.cat(p) for p in lists] if (name != "heatmaps" or want_input) else None
+    return SubnetworkPass(**{name: ([torch.cat(p) for p in lists] if (name != "heatmaps" or want_input)
+                                    else None)
                              for name, lists in parts.items()})
 
 

@@ -63,7 +63,8 @@ class TaskRecogniser:
         self.fit()
 
     def choose_columns(self, r):
-        """Recogniser r's input columns: top_k per subnetwork it sees, by mean relevance on task r's samples."""
+        """Recogniser r's input columns: top_k per subnetwork it sees, by mean relevance on task r's
+        samples."""
         k = self.config.top_k * ((r + 1) if self.config.context else 1)
         return select_columns(self.recogniser_input(r, [self.stored_block(j, r) for j in range(r + 1)]), k)
 
@@ -117,7 +118,8 @@ class TaskRecogniser:
 
         self.forests = [
             Recogniser(m, self.config, self.seed).fit(
-                matrix(m, m), np.concatenate([matrix(m, t) for t in range(m + 1, last + 1)]), self.selected[m])
+                matrix(m, m), np.concatenate([matrix(m, t) for t in range(m + 1, last + 1)]),
+                self.selected[m])
             for m in range(last)]
 
     def recogniser_input(self, m, blocks):

@@ -44,7 +44,8 @@ class TaskSpec:
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f"a task entry is malformed ({error!r})") from None
         if len(spec.class_names) != spec.n_classes or spec.offset < 0:
-            raise UserError(f"task {spec.index} has {spec.n_classes} classes but {len(spec.class_names)} names")
+            raise UserError(f"task {spec.index} has {spec.n_classes} classes "
+                            f"but {len(spec.class_names)} names")
         return spec
 
 

@@ -138,7 +138,9 @@ def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):
         time.sleep(0.5)
     assert job.state == "finished", job.error
     at.run()
-    assert any("Finished and saved as tiny" in s.value for s in at.success), ([s.value for s in at.success], [i.value for i in at.info], [w.value for w in at.warning], [e.value for e in at.error])
+    assert any("Finished and saved as tiny" in s.value for s in at.success), (
+        [s.value for s in at.success], [i.value for i in at.info], [w.value for w in at.warning],
+        [e.value for e in at.error])
     assert (runs_dir / "tiny" / "run.json").exists()
     assert len(job.run.history["acc_taw"]) == 2
     # the fresh run shows up in the picker and every page works with it

@@ -51,7 +51,8 @@ def test_regularisers_are_active(runs):
 def test_scoring_on_validation_never_touches_the_test_split(digits, digits_split, digits_tasks):
     """bench/tune.py chooses hyperparameters with evaluate_on="validation": every score must be the
     validation images' accuracy."""
-    run = train_sequence(digits, digits_split, small_config(method="finetune", epochs=2), evaluate_on="validation")
+    run = train_sequence(digits, digits_split, small_config(method="finetune", epochs=2),
+                         evaluate_on="validation")
     learner = run.learner
     for task in digits_tasks:
         expected = accuracy(learner.predict_taw(task.x_val, task.index), task.y_val)
@@ -64,12 +65,14 @@ def test_scoring_on_validation_never_touches_the_test_split(digits, digits_split
 def test_icarl_keeps_8_bit_images_as_bytes_and_refuses_damaged_ones(digits, digits_split, tmp_path):
     """Images read from 8-bit files are stored as uint8 (what stored_bytes counts) and come back
     bit-exact; exemplars that do not fit the run are refused with a clear message."""
-    eight_bit = replace(digits, x_train=torch.round(digits.x_train * 255) / 255, x_test=torch.round(digits.x_test * 255) / 255)
+    eight_bit = replace(digits, x_train=torch.round(digits.x_train * 255) / 255,
+                        x_test=torch.round(digits.x_test * 255) / 255)
     run = train_sequence(eight_bit, digits_split, small_config(method="icarl", epochs=1, memory=60))
     save_run(run, tmp_path / "run")
     tensors = load_file(str(tmp_path / "run" / "learner.safetensors"))
     assert {t.dtype for t in tensors.values()} == {torch.uint8}
-    assert sum(t.numel() for t in tensors.values()) == sum(run.metrics["stored_parts_per_task"][k]["images"] for k in range(3))
+    stored_images = sum(run.metrics["stored_parts_per_task"][k]["images"] for k in range(3))
+    assert sum(t.numel() for t in tensors.values()) == stored_images
     loaded = load_run(tmp_path / "run").learner
     for row, images in run.learner.exemplars.items():
         assert torch.equal(loaded.exemplars[row], images)

@@ -77,7 +77,8 @@ def wait_until_idle(page):
 def test_upload_shows_prediction_heatmaps_and_pathways(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
     page.goto(server)
-    page.get_by_text("Predicted class", exact=True).wait_for(timeout=90_000)       # the demo run, before any training
+    # the demo run, before any training
+    page.get_by_text("Predicted class", exact=True).wait_for(timeout=90_000)
     wait_until_idle(page)
     page.get_by_text("Upload", exact=True).click()
     page.locator("input[type=file]").set_input_files(str(SAMPLE))

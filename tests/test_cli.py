@@ -10,7 +10,8 @@ KEYS = {"config", "acc_taw", "avg_acc_taw", "forgetting_taw", "acc_tag", "avg_ac
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "rerelrp_core", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "rerelrp_core", *args], capture_output=True, text=True,
+                          timeout=300)
 
 
 @pytest.mark.parametrize("method", ["rerelrp", "finetune", "joint"])

@@ -40,7 +40,8 @@ def test_defaults_and_presets_are_valid():
     assert TrainConfig() == make_config()
     assert make_config(recognition="faithful").recognition["context"] is False
     assert make_config(epochs=None, lr=None) == TrainConfig()      # left empty: the default
-    with pytest.raises(UserError, match=r"recognition \(--recognition\) must be one of faithful, ours; got .best."):
+    with pytest.raises(UserError,
+                       match=r"recognition \(--recognition\) must be one of faithful, ours; got .best."):
         make_config(recognition="best")
 
 
@@ -58,7 +59,7 @@ def test_command_line_refuses_bad_options_before_any_work(tmp_path, capsys, flag
 
 
 def test_a_real_process_ends_with_one_sentence():
-    result = subprocess.run([sys.executable, "-m", "rerelrp_core", "train", "--dataset", "digits", "--lr", "-1",
-                             "--out", "unused"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "rerelrp_core", "train", "--dataset", "digits",
+                             "--lr", "-1", "--out", "unused"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "error: Option lr (--lr) must be a number greater than 0; got -1.0."

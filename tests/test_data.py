@@ -18,7 +18,8 @@ def fashion():
 
 def test_fashion_mnist_from_debian_package(fashion):
     assert fashion.x_train.shape == (60000, 1, 28, 28) and fashion.x_test.shape == (10000, 1, 28, 28)
-    assert fashion.x_train.dtype == torch.float32 and 0 <= float(fashion.x_train.min()) < float(fashion.x_train.max()) <= 1
+    assert (fashion.x_train.dtype == torch.float32
+            and 0 <= float(fashion.x_train.min()) < float(fashion.x_train.max()) <= 1)
     assert torch.bincount(fashion.y_train).tolist() == [6000] * 10
     assert fashion.class_names[9] == "Ankle boot"
 
@@ -107,7 +108,8 @@ def test_image_folder_loader(tmp_path):
     (lambda root: write_folder(root, ["only"]), "at least two class sub-folders"),
     (lambda root: (write_folder(root, ["a", "b"]), (root / "a" / "x.png").write_bytes(b"not an image")),
      "x.png"),
-    (lambda root: (write_folder(root, ["a", "b"]), (root / "b" / "notes.txt").write_text("hi")), "not an image"),
+    (lambda root: (write_folder(root, ["a", "b"]), (root / "b" / "notes.txt").write_text("hi")),
+     "not an image"),
     (lambda root: write_folder(root, ["a", "b"], per_class=1), "needs at least two"),
 ])
 def test_bad_image_folders(tmp_path, setup, message):

@@ -13,7 +13,8 @@ def values_of(model, frozen_units, head_rows):
     values = []
     for layer, frozen in zip(model.unit_layers, frozen_units):
         values += [p.detach()[frozen].clone() for p in layer.unit_parameters()]
-    return values + [model.head.weight.detach()[:head_rows].clone(), model.head.bias.detach()[:head_rows].clone()]
+    return values + [model.head.weight.detach()[:head_rows].clone(),
+                     model.head.bias.detach()[:head_rows].clone()]
 
 
 def test_frozen_units_unchanged_and_taw_forgetting_zero(digits, digits_tasks):
@@ -56,7 +57,8 @@ def test_run_taw_forgetting_exactly_zero(digits_run):
     assert metrics["forgetting_taw"] == 0.0
     matrix = metrics["acc_taw"]
     for k in range(len(matrix)):
-        assert len({row[k] for row in matrix[k:]}) == 1, f"task {k} accuracy changed: {[r[k] for r in matrix[k:]]}"
+        assert len({row[k] for row in matrix[k:]}) == 1, (
+            f"task {k} accuracy changed: {[r[k] for r in matrix[k:]]}")
 
 
 def test_pruned_units_output_exactly_zero_even_when_their_weights_are_nan(digits_run, digits_tasks):

@@ -22,7 +22,8 @@ def test_torchvision_models_train_prune_and_freeze(arch, digits, digits_tasks):
     assert all(torch.isfinite(r).all() for r in relevance)
     assert any(r.abs().sum() > 0 for r in relevance)
     frozen = learner.ownership.frozen()
-    before = [p.detach()[f].clone() for layer, f in zip(model.unit_layers, frozen) for p in layer.unit_parameters()]
+    before = [p.detach()[f].clone() for layer, f in zip(model.unit_layers, frozen)
+              for p in layer.unit_parameters()]
     stats = [bn.running_mean.clone() for bn in model.batchnorms()]
     taw = learner.predict_taw(first.x_test, 0)
     learner.train_task(second)

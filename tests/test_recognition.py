@@ -25,7 +25,8 @@ def test_batched_pass_equals_each_subnetwork_alone(digits_run, digits_tasks):
         alone = subnetwork_pass(learner.model, learner.stacked_task_masks([m]), [learner.tasks[m]], x,
                                 batch_size=7, want_input=True)
         for field in ("features", "logits", "activations", "heatmaps"):
-            torch.testing.assert_close(getattr(together, field)[m], getattr(alone, field)[0], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(getattr(together, field)[m], getattr(alone, field)[0],
+                                       rtol=1e-4, atol=1e-6)
         assert torch.equal(together.predictions[m], alone.predictions[0])
         # the same as plain task-aware prediction through subnetwork m
         assert torch.equal(together.predictions[m], learner.predict_taw(x, m))
@@ -71,7 +72,8 @@ def test_saved_run_holds_no_images(digits_run, digits, tmp_path):
         if kind in ("mask", "columns", "selected"):
             assert tensor.dim() == 1, name
         elif kind == "features":   # at most one value per unit, only the units recognisers read
-            assert tensor.dim() == 2 and tensor.shape[1] == len(tensors[name.replace("features", "columns")]), name
+            assert (tensor.dim() == 2
+                    and tensor.shape[1] == len(tensors[name.replace("features", "columns")])), name
             assert tensor.shape[1] < units, name
         else:
             assert tensor.dim() == 2 and tensor.shape[1] == 2, name         # one value per class
@@ -99,7 +101,8 @@ def test_keeping_only_read_columns_changes_no_prediction(digits_run, digits_task
     save_run(digits_run, tmp_path / "run")
     downgrade_to_version_1(tmp_path / "run")
     path = tmp_path / "run" / "learner.safetensors"
-    tensors = {name: t for name, t in load_file(str(path)).items() if name.split(".")[0] not in ("columns", "selected")}
+    tensors = {name: t for name, t in load_file(str(path)).items()
+               if name.split(".")[0] not in ("columns", "selected")}
     for task in digits_tasks:
         x = torch.cat([learner.reference_set(task)[0], task.x_val[learner.recognition_indices(task)]])
         full = learner.subnetworks(x, range(task.index + 1))

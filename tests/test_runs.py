@@ -16,7 +16,8 @@ def test_saved_run_predicts_identically(digits_run, digits_tasks, tmp_path):
     for task in digits_tasks:
         assert torch.equal(loaded.learner.predict_taw(task.x_test, task.index),
                            digits_run.learner.predict_taw(task.x_test, task.index))
-        assert torch.equal(loaded.learner.predict_tag(task.x_test), digits_run.learner.predict_tag(task.x_test))
+        assert torch.equal(loaded.learner.predict_tag(task.x_test),
+                           digits_run.learner.predict_tag(task.x_test))
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert files == ["learner.safetensors", "metrics.json", "model.safetensors", "run.json"]
 
@@ -63,7 +64,8 @@ def test_run_saved_before_recognition_existed_still_opens(digits_run, digits_tas
     from safetensors.torch import load_file, save_file
     save_run(digits_run, tmp_path / "run")
     tensors = load_file(str(tmp_path / "run" / "learner.safetensors"))
-    save_file({k: v for k, v in tensors.items() if k.startswith("mask.")}, str(tmp_path / "run" / "learner.safetensors"))
+    save_file({k: v for k, v in tensors.items() if k.startswith("mask.")},
+              str(tmp_path / "run" / "learner.safetensors"))
     loaded = load_run(tmp_path / "run")
     assert loaded.learner.recogniser is None and not loaded.learner.can_recognise()
     x = digits_tasks[0].x_test

@@ -6,13 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
+from conftest import small_config
 
 from rerelrp_core.data import SplitConfig
 from rerelrp_core.explain import explain_image
 from rerelrp_core.sequence import train_sequence
 from rerelrp_core.sharing import SharedRun
-
-from conftest import small_config
 
 
 def hooks_of(model):
@@ -22,7 +21,8 @@ def hooks_of(model):
 
 
 def model_state(model):
-    return ([layer.mask.mask for layer in model.unit_layers], [layer.mask.recorded for layer in model.unit_layers],
+    return ([layer.mask.mask for layer in model.unit_layers],
+            [layer.mask.recorded for layer in model.unit_layers],
             model.training, hooks_of(model), {k: v.clone() for k, v in model.state_dict().items()})
 
 
@@ -80,7 +80,8 @@ def test_eight_threads_explaining_one_run_agree_with_one_thread(digits_run, digi
 
 def test_two_trainings_at_once_equal_each_alone(digits):
     split = SplitConfig(n_tasks=2, classes_per_task=[2, 2], seed=0)
-    configs = [small_config(epochs=2, seed=5, reinit_free=True), small_config(epochs=2, seed=6, method="finetune")]
+    configs = [small_config(epochs=2, seed=5, reinit_free=True),
+               small_config(epochs=2, seed=6, method="finetune")]
 
     def train(config):
         run = train_sequence(digits, split, config)

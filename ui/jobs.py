@@ -46,7 +46,8 @@ class TrainingJob:
 
     def resumed(self):
         """A new job that continues this one from its last checkpoint."""
-        return TrainingJob(self.dataset, self.split, self.config, self.runs_dir, self.name, resume_from=self.partial)
+        return TrainingJob(self.dataset, self.split, self.config, self.runs_dir, self.name,
+                           resume_from=self.partial)
 
     @property
     def latest(self):
@@ -67,7 +68,8 @@ class TrainingJob:
             self.events.append(Progress(Stage.DATA, 1, 1, images=len(dataset.x_train)))
             previous = load_run(self.resume_from) if self.resume_from else None
             self.run = train_sequence(dataset, self.split, self.config, progress=self.events.append,
-                                      should_stop=self.stop_event.is_set, on_task_end=self._checkpoint, run=previous)
+                                      should_stop=self.stop_event.is_set, on_task_end=self._checkpoint,
+                                      run=previous)
             target = self.runs_dir / self.name
             if target.exists():
                 target = self.runs_dir / f"{self.name}-{uuid.uuid4().hex[:6]}"

@@ -7,6 +7,8 @@ same run never wait for one another. Uploads, selections and runs in progress li
 ``st.session_state``, so sessions never see each other's.
 """
 import os
+import threading
+import weakref
 from pathlib import Path
 
 import streamlit as st
@@ -41,7 +43,8 @@ def preload(path):
         return
     shared = SharedRun(load_run(path, device="cpu"))
     _PRELOADED[(str(path), _stamp(path))] = shared
-    tasks = cached_tasks.__wrapped__(shared.run.dataset, vars(shared.run.split)) if shared.run.tasks_done else None
+    tasks = (cached_tasks.__wrapped__(shared.run.dataset, vars(shared.run.split)) if shared.run.tasks_done
+             else None)
     if tasks:
         with shared.borrow() as run:
             explain_image(run, tasks[0].x_test[:1])
@@ -104,7 +107,8 @@ def sidebar():
     current = st.session_state.get("run_label")
     index = labels.index(current) if current in labels else 0
     label = st.sidebar.selectbox("Run to explore", labels, index=index,
-                                 help="The bundled demo run, or any run saved from the Train page or the CLI.")
+                                 help="The bundled demo run, or any run saved from the Train page "
+                                      "or the CLI.")
     st.session_state["run_label"] = label
     st.session_state["run_path"] = str(runs[labels.index(label)]["path"])
     shared = current_run()
@@ -115,6 +119,58 @@ def sidebar():
                            f"{run.tasks_done} task(s)")
         if m:
             st.sidebar.metric("Average TAw accuracy", f"{m['avg_acc_taw'][-1]:.1f}%",
-                              help="Task-aware: the task label is given, each task predicted by its own subnetwork.")
+                              help="Task-aware: the task label is given, "
+                                   "each task predicted by its own subnetwork.")
             st.sidebar.metric("Average TAg accuracy", f"{m['avg_acc_tag'][-1]:.1f}%",
                               help="Task-agnostic: the task is unknown and must be recognised first.")
+
+
+def data_tasks(run):
+    """The run's tasks with their images, or (None, message) when the data set is not on this
+    machine (e.g. a deleted image folder): ``(tasks, None)`` otherwise."""
+    try:
+        return run_tasks(run)[:run.tasks_done], None
+    except UserError as error:
+        return None, (f"The data set of this run ({run.dataset}) is not available here, so its test images "
+                      f"and reference images cannot be shown ({error}) Upload an image instead.")
+
+
+class ReferenceJob:
+    """Relevance-maximisation references of one run, computed once in a background thread."""
+
+    def __init__(self, shared, tasks):
+        self.result, self.error = None, None
+        self.thread = threading.Thread(target=self._work, args=(shared, tasks), daemon=True, name="references")
+        self.thread.start()
+
+    def _work(self, shared, tasks):
+        from rerelrp_core.pathways import unit_references
+        try:
+            with shared.borrow() as run:
+                self.result = unit_references(run.learner, tasks)
+        except Exception as error:  # shown on the page instead of references; the page stays alive
+            self.error = f"{type(error).__name__}: {error}"
+
+
+_REFERENCE_JOBS = weakref.WeakKeyDictionary()   # SharedRun -> its ReferenceJob
+_REFERENCE_LOCK = threading.Lock()
+
+
+def references(shared, tasks):
+    """The run's ReferenceJob: started by the first session that asks, shared by all (it goes
+    with the cached run when that is dropped)."""
+    with _REFERENCE_LOCK:
+        if shared not in _REFERENCE_JOBS:
+            _REFERENCE_JOBS[shared] = ReferenceJob(shared, tasks)
+        return _REFERENCE_JOBS[shared]
+
+
+def memo(key, compute, size=16):
+    """``compute()`` once per ``key`` in this session (the last ``size`` keys are kept): a click on
+    the page redraws it from what the previous rerun computed."""
+    store = st.session_state.setdefault("_memo", {})
+    if key not in store:
+        if len(store) >= size:
+            store.pop(next(iter(store)))
+        store[key] = compute()
+    return store[key]

@@ -1,12 +1,12 @@
 """Every continual-learning method, one file each, by name (the CLI's and the app's method picker)."""
 from ..errors import UserError
 from .base import Learner, accuracy, resolve_device
-from .training import Cancelled, batched_logits
 from .ewc import EWC
 from .icarl import ICaRL
 from .lwf import LwF
 from .reference import FineTune, Joint
 from .rerelrp import ReReLRP
+from .training import Cancelled, batched_logits
 
 LEARNERS = {cls.method: cls for cls in (ReReLRP, FineTune, Joint, EWC, LwF, ICaRL)}
 

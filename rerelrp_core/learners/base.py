@@ -146,8 +146,8 @@ class Learner:
         subnetworks (default: all seen tasks)."""
         self.model.check_input(x)
         indices = list(range(len(self.tasks))) if tasks is None else list(tasks)
-        return subnetwork_pass(self.model, self.stacked_task_masks(indices), [self.tasks[t] for t in indices], x,
-                               self.config.relevance_batch * 2, self.device, want_input)
+        return subnetwork_pass(self.model, self.stacked_task_masks(indices), [self.tasks[t] for t in indices],
+                               x, self.config.relevance_batch * 2, self.device, want_input)
 
     def add_task(self, task):
         if task.offset + task.n_classes > self.model.n_classes:

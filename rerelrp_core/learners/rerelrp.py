@@ -54,7 +54,8 @@ class ReReLRP(Learner):
             for module in fresh.modules():
                 if hasattr(module, "reset_parameters") and module is not fresh:
                     module.reset_parameters()
-        for layer, new_layer, frozen in zip(self.model.unit_layers, fresh.unit_layers, self.ownership.frozen()):
+        for layer, new_layer, frozen in zip(self.model.unit_layers, fresh.unit_layers,
+                                            self.ownership.frozen()):
             free = (~frozen).to(self.device)
             for param, new in zip(layer.unit_parameters(), new_layer.unit_parameters()):
                 param[free] = new[free]
@@ -86,7 +87,8 @@ class ReReLRP(Learner):
         self.prune_log = list(state.get("prune_log", []))
 
     def tensor_state(self):
-        return {**self.ownership.tensor_state(), **(self.recogniser.tensor_state() if self.recogniser else {})}
+        return {**self.ownership.tensor_state(),
+                **(self.recogniser.tensor_state() if self.recogniser else {})}
 
     def load_tensor_state(self, tensors, n_tasks):
         """Masks and the recogniser's features. A run saved before recognition existed has none:
@@ -119,8 +121,8 @@ class ReReLRP(Learner):
             progress(Progress(Stage.RELEVANCE, 1, 3, task.index))
         result = self._prune(task, scores)
         if progress:
-            progress(Progress(Stage.PRUNE, 2, 3, task.index, pruned=result.n_pruned, kept=self.prune_log[-1]["kept"],
-                              passes=self.prune_log[-1]["passes"]))
+            progress(Progress(Stage.PRUNE, 2, 3, task.index, pruned=result.n_pruned,
+                              kept=self.prune_log[-1]["kept"], passes=self.prune_log[-1]["passes"]))
         x = torch.cat([x_ref, task.x_val[self.recognition_indices(task)]])
         self.recogniser.add_task(task.index, self.subnetworks(x, range(task.index + 1)))
         if progress:
@@ -131,7 +133,8 @@ class ReReLRP(Learner):
     def _prune(self, task, scores):
         """The pruning search under acc_drop; the kept units become the task's mask."""
         reference_accuracy = self.validation_accuracy(task)
-        result = search_pruning(scores, lambda keep: self.validation_accuracy(task, [k.float() for k in keep]),
+        result = search_pruning(scores,
+                                lambda keep: self.validation_accuracy(task, [k.float() for k in keep]),
                                 reference_accuracy, self.config.acc_drop, self.config.max_keep_fraction)
         self.ownership.add_task(result.keep)
         self.prune_log.append({"task": task.index, "pruned": result.n_pruned,
@@ -147,7 +150,8 @@ class ReReLRP(Learner):
         picks = []
         for c in range(task.n_classes):
             rows = torch.nonzero(task.y_val == c).flatten()
-            picks.append(rows[torch.randperm(len(rows), generator=draw)[:self.recogniser.config.val_per_class]])
+            order = torch.randperm(len(rows), generator=draw)
+            picks.append(rows[order[:self.recogniser.config.val_per_class]])
         return torch.cat(picks)
 
     def can_recognise(self):
