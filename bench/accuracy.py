@@ -10,12 +10,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import open_dataset, timed_sequence, write_results  # noqa: E402
-
 import rerelrp_core  # noqa: E402,F401
 from rerelrp_core.config import TrainConfig  # noqa: E402
 from rerelrp_core.recognition import RECOGNITION_PRESETS  # noqa: E402
 from rerelrp_core.runs import save_run  # noqa: E402
+
+from common import open_dataset, timed_sequence, write_results  # noqa: E402
 
 # Final average accuracy (%) reported in arXiv 2502.10789 for Split Fashion-MNIST 5x2.
 PAPER = {"rerelrp": (63.54, 95.88), "icarl": (64.04, 97.39), "lwf": (25.17, 97.93), "ewc": (24.49, 96.71),

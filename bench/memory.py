@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import machine, write_results  # noqa: E402
-
 import rerelrp_core  # noqa: E402,F401
 from rerelrp_core.runs import load_run, save_run  # noqa: E402
+
+from common import machine, write_results  # noqa: E402
 
 
 def main():

@@ -15,13 +15,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import machine, write_results  # noqa: E402
-
 import rerelrp_core  # noqa: E402,F401
 from rerelrp_core.data import load_dataset, make_tasks  # noqa: E402
 from rerelrp_core.learners import accuracy  # noqa: E402
 from rerelrp_core.recognition import RECOGNITION_PRESETS  # noqa: E402
 from rerelrp_core.runs import load_run  # noqa: E402
+
+from common import machine, write_results  # noqa: E402
 
 FAITHFUL = RECOGNITION_PRESETS["faithful"]
 # every option is the faithful recogniser with some settings changed

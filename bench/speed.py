@@ -18,8 +18,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import machine, write_results  # noqa: E402
-
 import rerelrp_core  # noqa: E402,F401
 from rerelrp_core.config import TrainConfig  # noqa: E402
 from rerelrp_core.data import SplitConfig, load_dataset, make_tasks  # noqa: E402
@@ -27,6 +25,8 @@ from rerelrp_core.learners import resolve_device  # noqa: E402
 from rerelrp_core.relevance import lrp_context, relevance_batch  # noqa: E402
 from rerelrp_core.runs import load_run  # noqa: E402
 from rerelrp_core.sequence import train_sequence  # noqa: E402
+
+from common import machine, write_results  # noqa: E402
 
 
 def timed(fn, repeat):

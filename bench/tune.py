@@ -10,10 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import open_dataset, timed_sequence, write_results  # noqa: E402
-
 import rerelrp_core  # noqa: E402,F401
 from rerelrp_core.config import TrainConfig  # noqa: E402
+
+from common import open_dataset, timed_sequence, write_results  # noqa: E402
 
 
 def main():

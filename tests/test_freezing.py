@@ -1,11 +1,12 @@
 """Freezing really freezes: frozen units are bit-for-bit unchanged by later tasks (momentum and
 weight decay included), and task-aware forgetting of ReReLRP is exactly zero."""
 import torch
-from conftest import small_config
 
 from rerelrp_core.learners.rerelrp import ReReLRP
 from rerelrp_core.models import build_model
 from rerelrp_core.sequence import evaluate_step
+
+from conftest import small_config
 
 
 def values_of(model, frozen_units, head_rows):

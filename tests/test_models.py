@@ -2,12 +2,13 @@
 canonizer) gives finite relevance, and freezing stays bit-exact with BatchNorm."""
 import pytest
 import torch
-from conftest import small_config
 
 from rerelrp_core.errors import UserError
 from rerelrp_core.learners.rerelrp import ReReLRP
 from rerelrp_core.models import build_model
 from rerelrp_core.relevance import unit_relevance
+
+from conftest import small_config
 
 
 @pytest.mark.parametrize("arch", ["vgg11", "resnet18"])

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
 from safetensors.torch import load_file, save_file
 
 from rerelrp_core.data import SplitConfig
@@ -15,6 +14,8 @@ from rerelrp_core.recognition import chain_probabilities
 from rerelrp_core.runs import load_run, save_run
 from rerelrp_core.sequence import train_sequence
 from rerelrp_core.subnetworks import subnetwork_pass
+
+from conftest import small_config
 
 
 def test_batched_pass_equals_each_subnetwork_alone(digits_run, digits_tasks):

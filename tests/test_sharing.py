@@ -6,12 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
 
 from rerelrp_core.data import SplitConfig
 from rerelrp_core.explain import explain_image
 from rerelrp_core.sequence import train_sequence
 from rerelrp_core.sharing import SharedRun
+
+from conftest import small_config
 
 
 def hooks_of(model):
