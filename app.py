@@ -3,6 +3,7 @@ import streamlit as st
 
 import rerelrp_core  # noqa: F401  (repairs the torchvision import before anything else)
 from ui.state import sidebar
+from ui.timing import timed_rerun
 
 st.set_page_config(page_title="ReReLRP Explorer", page_icon=":material/psychology:", layout="wide")
 pages = st.navigation([
@@ -11,7 +12,8 @@ pages = st.navigation([
     st.Page("pages/masking.py", title="Masking", icon=":material/layers:"),
     st.Page("pages/forgetting.py", title="Forgetting", icon=":material/trending_down:"),
 ])
-sidebar()
-st.sidebar.caption("ReReLRP: LRP finds each task's critical units; the rest is pruned from the task's "
-                   "subnetwork and the critical units are frozen (arXiv 2502.10789).")
-pages.run()
+with timed_rerun(pages.title):
+    sidebar()
+    st.sidebar.caption("ReReLRP: LRP finds each task's critical units; the rest is pruned from the task's "
+                       "subnetwork and the critical units are frozen (arXiv 2502.10789).")
+    pages.run()

@@ -1,8 +1,11 @@
 """Load test on loopback: N browser sessions open the Explore page of a running app while one
-more session trains a run; reports Explore latency (p50/p95), errors and the server's memory.
+more session trains a run; reports the server-side time of every Explore rerun (p50/p95: the
+page script's own time on the server, without the browser's drawing), the time to a fully drawn
+page in the browsers, errors and the server's memory.
 
-    bash scripts/start.sh &                       # or: .venv/bin/python -m ui.serve --server.port 8501
-    .venv/bin/python bench/load_test.py --url http://127.0.0.1:8501 --sessions 8 --rounds 3
+    RERELRP_TIMINGS=/tmp/reruns.jsonl .venv/bin/python -m ui.serve --server.port 8501 &
+    .venv/bin/python bench/load_test.py --url http://127.0.0.1:8501 --sessions 8 --rounds 3 \
+        --timings /tmp/reruns.jsonl
 
 Bounded: sessions x rounds page loads, each with a 120 s limit; only 127.0.0.1/localhost URLs.
 Needs Chromium (scripts/setup.sh --browser).
@@ -81,6 +84,22 @@ async def main_async(args):
     return latencies, errors, memory, elapsed
 
 
+def server_reruns(path):
+    """The rerun records the server wrote to its RERELRP_TIMINGS file (see ui/timing.py)."""
+    lines = Path(path).read_text().splitlines() if Path(path).exists() else []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def percentiles(values, prefix):
+    """p50, p95 and max of ``values`` in seconds, keyed with ``prefix``."""
+    ordered = sorted(values)
+    if not ordered:
+        return {f"{prefix}p50_s": None, f"{prefix}p95_s": None, f"{prefix}max_s": None}
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return {f"{prefix}p50_s": round(statistics.median(ordered), 3), f"{prefix}p95_s": round(p95, 3),
+            f"{prefix}max_s": round(ordered[-1], 3)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default="http://127.0.0.1:8501")
@@ -88,19 +107,19 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-train", dest="train", action="store_false",
                         help="no training session alongside")
+    parser.add_argument("--timings", help="the server's RERELRP_TIMINGS file (server-side rerun times)")
     args = parser.parse_args()
     if urlparse(args.url).hostname not in ("127.0.0.1", "localhost"):
         sys.exit("load_test.py only targets a server on this machine (127.0.0.1 or localhost).")
     if not 1 <= args.sessions <= 32 or not 1 <= args.rounds <= 20:
         sys.exit("keep --sessions in 1..32 and --rounds in 1..20")
+    skip = len(server_reruns(args.timings)) if args.timings else 0    # reruns before this test
     latencies, errors, memory, elapsed = asyncio.run(main_async(args))
-    ordered = sorted(latencies)
-    p95_index = min(len(ordered) - 1, int(0.95 * len(ordered)))
+    explore = [r["seconds"] for r in server_reruns(args.timings)[skip:] if r["page"] == "Explore"]
     result = {"sessions": args.sessions, "rounds": args.rounds, "training_alongside": args.train,
               "page_loads": len(latencies) + len(errors), "errors": errors,
-              "p50_s": round(statistics.median(ordered), 2) if ordered else None,
-              "p95_s": round(ordered[p95_index], 2) if ordered else None,
-              "max_s": round(max(ordered), 2) if ordered else None, "elapsed_s": round(elapsed, 1),
+              "server_explore_reruns": len(explore), **percentiles(explore, "server_explore_"),
+              **percentiles(latencies, "browser_page_"), "elapsed_s": round(elapsed, 1),
               "server_rss_mb": [round(m) if m else None for m in memory], "machine": machine("cpu")}
     print(json.dumps(result, indent=1))
     RESULTS.mkdir(exist_ok=True)

@@ -143,6 +143,12 @@ def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):
         [e.value for e in at.error])
     assert (runs_dir / "tiny" / "run.json").exists()
     assert len(job.run.history["acc_taw"]) == 2
+    # the clock stops when the job ends ("Saved runs" listing it without a reload: tests/test_browser.py)
+    elapsed = job.elapsed
+    time.sleep(1.1)
+    assert job.elapsed == elapsed
+    # runs trained here keep per-task snapshots, so the Forgetting page's drift strip has them
+    assert len(job.run.snapshots) == 2
     # the fresh run shows up in the picker and every page works with it
     for name in ("explore", "masking", "forgetting"):
         other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
@@ -151,6 +157,8 @@ def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):
         other.switch_page(f"pages/{name}.py").run()
         assert not other.exception, (name, [e.value for e in other.exception])
         assert not other.error or name == "forgetting", (name, [e.value for e in other.error])
+        if name == "forgetting":
+            assert not any("kept no per-task snapshots" in i.value for i in other.info)
 
 
 def test_cancel_then_resume_from_the_train_page(runs_dir):
