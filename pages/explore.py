@@ -1,93 +1,315 @@
-"""Explore: one image through every task's subnetwork — prediction, recognised task, heatmaps, pathways."""
+"""Explore: one image through every task's subnetwork — prediction, recognised task and why, the
+pathway from the input to the class unit by unit, and what each unit sees."""
 import numpy as np
 import streamlit as st
 
 from rerelrp_core.errors import UserError
-from rerelrp_core.explain import explain_image, pathway_share, prepare_upload, relevance_flows, unit_owners
+from rerelrp_core.explain import explain_image, prepare_upload
+from rerelrp_core.pathways import explain_pathway
 from ui import figures
-from ui.state import current_run, run_tasks
+from ui.pathway_view import graph_view
+from ui.state import ROOT, current_run, data_tasks, memo, references
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
+SAMPLES = sorted((ROOT / "assets" / "samples").glob("*.png"))
+GALLERY = 8          # test images shown per task
 
 st.title("Explore an image")
 shared = current_run()
 run = shared.run if shared else None
 if run is None:
-    st.info("Pick a run in the sidebar (the bundled demo run is there from the start).")
+    st.info("Pick a run in the sidebar (the bundled demo runs are there from the start).")
     st.stop()
 if not run.tasks_done:
     st.warning("This run has no finished task yet.")
     st.stop()
+tasks, missing_data = data_tasks(run)
+run_key = st.session_state.get("run_path")
 
-source = st.radio("Image", ["Test sample", "Upload"], horizontal=True,
-                  help="A test image of the run's data set, or any image of yours (it is resized and, when its "
-                       "background is bright, inverted to look like the training data).")
-x, caption = None, ""
-if source == "Upload":
+
+def pick(choice):
+    """Remember the chosen image (and forget the unit clicked on the previous one)."""
+    st.session_state["explore_pick"] = choice
+    st.session_state.pop("explore_unit", None)
+    st.session_state.pop("explore_target", None)
+
+
+def gallery():
+    """Test images of one task to click, plus any test image by index."""
+    if missing_data:
+        st.info(missing_data)
+        return
+    c1, c2 = st.columns([2, 1])
+    t = c1.selectbox("Task", range(len(tasks)), key="gallery_task",
+                     format_func=lambda i: f"task {i}: {', '.join(tasks[i].class_names)}")
+    index = c2.number_input("…or test image number", 0, len(tasks[t].x_test) - 1, None, key="gallery_index",
+                            help="Any test image of this task by its index.")
+    if index is not None and st.session_state.get("explore_pick") != ("test", t, int(index)):
+        pick(("test", t, int(index)))
+    columns = st.columns(GALLERY)
+    step = max(1, len(tasks[t].x_test) // GALLERY)
+    for slot, column in enumerate(columns):
+        i = slot * step
+        column.image(figures.image(tasks[t].x_test[i].numpy(), scale=3),
+                     caption=tasks[t].class_names[int(tasks[t].y_test[i])], width="stretch")
+        column.button("Explore", key=f"gallery-{t}-{i}", on_click=pick, args=(("test", t, i),), width="stretch")
+
+
+def uploads():
     upload = st.file_uploader("Upload an image", type=UPLOAD_TYPES, key="upload",
-                              help="PNG, JPEG, BMP, GIF, WebP or TIFF; colour or grey; any size.")
-    invert = st.selectbox("Invert colours", ["auto", "no", "yes"],
-                          help="auto inverts images whose border is bright (dark drawing on white paper).")
-    if upload is not None:
-        try:
-            x = prepare_upload(run, upload.getvalue(), {"auto": "auto", "no": False, "yes": True}[invert])
-            caption = upload.name
-        except UserError as error:
-            st.error(f"{upload.name}: {error}")
-else:
-    tasks = run_tasks(run)[:run.tasks_done]
-    task_labels = [f"task {t.index}: {', '.join(t.class_names)}" for t in tasks]
-    col1, col2 = st.columns(2)
-    task_index = col1.selectbox("Task", range(len(tasks)), format_func=lambda i: task_labels[i])
-    task = tasks[task_index]
-    sample = col2.number_input("Test sample", 0, len(task.x_test) - 1, 0,
-                               help="Index into this task's test images.")
-    x = task.x_test[sample:sample + 1]
-    caption = f"test image {sample} of task {task_index} (true class: {task.class_names[int(task.y_test[sample])]})"
+                              help="PNG, JPEG, BMP, GIF, WebP or TIFF; colour or grey; any size. It is resized "
+                                   "and, when its background is bright, inverted to look like the training data.")
+    st.selectbox("Invert colours", ["auto", "no", "yes"], key="invert",
+                 help="auto inverts images whose border is bright (dark drawing on white paper).")
+    if upload is not None and st.session_state.get("explore_pick") != ("upload", upload.name, upload.size):
+        pick(("upload", upload.name, upload.size))
+    st.caption("…or one of the bundled samples (real MNIST test digits, saved as PNG files):")
+    for column, path in zip(st.columns(len(SAMPLES) or 1), SAMPLES):
+        column.image(str(path), width="stretch")
+        column.button(path.stem.split("-")[-1], key=f"sample-{path.stem}", on_click=pick,
+                      args=(("sample", path.name),), width="stretch")
+    return upload
 
+
+def chosen_image(upload):
+    """(image batch (1, C, H, W), caption, key) of the current choice, or (None, message, None)."""
+    choice = st.session_state.get("explore_pick")
+    if choice is None and tasks:
+        choice = ("test", 0, 0)
+    if choice is None:
+        return None, "Upload an image or pick a sample.", None
+    invert = {"auto": "auto", "no": False, "yes": True}[st.session_state.get("invert", "auto")]
+    try:
+        if choice[0] == "test" and tasks:
+            _, t, i = choice
+            task = tasks[t]
+            true_class = task.class_names[int(task.y_test[i])]
+            return task.x_test[i:i + 1], f"test image {i} of task {t} (true class: {true_class})", choice
+        if choice[0] == "sample":
+            data = (ROOT / "assets" / "samples" / choice[1]).read_bytes()
+            return prepare_upload(run, data, invert), f"sample {choice[1]}", choice + (invert,)
+        if choice[0] == "upload" and upload is not None:
+            return prepare_upload(run, upload.getvalue(), invert), upload.name, choice + (invert,)
+    except UserError as error:
+        st.error(f"{choice[1]}: {error}")
+    return None, "Upload an image or pick a sample.", None
+
+
+source, uploader = st.tabs(["Test images", "Upload or sample"])
+with source:
+    gallery()
+with uploader:
+    upload = uploads()
+x, caption, image_key = chosen_image(upload)
 if x is None:
+    st.info(caption)
     st.stop()
 
-with st.spinner("Running every subnetwork with LRP…"), shared.borrow() as replica:
-    result = explain_image(replica, x)
-    owners = unit_owners(run)
-    layers = run.layer_names
 
-left, right = st.columns([1, 2])
-left.image(figures.image(x[0].numpy(), scale=max(1, 224 // x.shape[-1])), caption=f"What the model sees: {caption}")
-right.metric("Predicted class", result["class_name"],
-             help="Task-agnostic prediction: the recognised task's subnetwork picks the class.")
-right.metric("Recognised task", f"task {result['task']}",
-             help="The task whose recogniser chain gives this input the highest probability.")
+def explained():
+    with shared.borrow() as replica:
+        return explain_image(replica, x)
+
+
+def pathway_of(task, target=None):
+    def compute():
+        with shared.borrow() as replica:
+            return explain_pathway(replica.learner, x, task, target, top_units=6, top_edges=4, classes=True)
+    return memo((run_key, image_key, "pathway", task, target), compute)
+
+
+with st.spinner("Running every subnetwork with LRP…"):
+    result = memo((run_key, image_key, "explain"), explained)
+recognised = result["task"]
+
+# -- what the model sees, what it says ---------------------------------------------------------
+left, middle, right = st.columns([1, 1, 2])
+left.image(figures.image(x[0].numpy(), scale=max(1, 196 // x.shape[-1])), caption=f"What the model sees: {caption}")
+middle.metric("Predicted class", result["class_name"],
+              help="Task-agnostic prediction: the recognised task's subnetwork picks the class.")
+middle.metric("Recognised task", f"task {recognised}",
+              help="The task whose recogniser chain gives this input the highest probability (the task label "
+                   "is not given: this is what task-agnostic, TAg, prediction has to find out).")
 if result["task_probs"] is not None:
     right.plotly_chart(figures.probabilities([f"task {t}" for t in range(run.tasks_done)], result["task_probs"],
-                                             "Chain probability of each task", highlight=result["task"]),
+                                             "Chain probability of each task", highlight=recognised),
                        width="stretch")
 
+# -- why this task -----------------------------------------------------------------------------
+decision = pathway_of(recognised)
+
+
+def unit_name(layer, unit):
+    return f"{decision.layers[layer].name}/{unit}"
+
+
+def why_sentence():
+    """One sentence for people: the chain's verdict and the units that carry the decision."""
+    top_layer = decision.layers[-1]
+    magnitude = np.abs(top_layer.relevance)
+    leaders = [int(u) for u in top_layer.top[:2]]
+    share = magnitude[leaders].sum() / (magnitude.sum() or 1.0)
+    owners = [figures.owner_label(int(top_layer.owner[u])) for u in leaders]
+    names = " and ".join(unit_name(len(decision.layers) - 1, u) for u in leaders)
+    if len(leaders) == 1:
+        carriers = f"unit {names}, frozen by {owners[0]}, carries"
+    elif len(set(owners)) == 1:
+        carriers = f"units {names}, both frozen by {owners[0]}, carry"
+    else:
+        carriers = f"units {names}, frozen by {' and '.join(owners)}, carry"
+    verdict = (f"The recogniser chain gives task {recognised} {result['task_probs'][recognised]:.2f}"
+               if result["task_probs"] is not None else
+               f"This method has no task recogniser: the class it predicts belongs to task {recognised}")
+    kept = int(top_layer.kept.sum())
+    return (f"{verdict}. Inside task {recognised}'s subnetwork, {carriers} {share:.0%} of this input's "
+            f"relevance in {top_layer.name} (the subnetwork keeps {kept} of its {len(top_layer.kept)} units).")
+
+
+def reuse_sentence():
+    """How much of the decision runs through units the task froze itself, and what it reuses."""
+    parts = []
+    for layer in decision.layers:
+        magnitude = np.abs(layer.relevance)
+        total = magnitude.sum() or 1.0
+        own = magnitude[layer.owner == recognised].sum() / total
+        parts.append(f"{layer.name} {own:.0%}")
+    return (f"Share of the relevance carried by units task {recognised} froze itself (the rest runs through units "
+            f"it reuses from earlier tasks): " + " · ".join(parts) + ".")
+
+
+st.subheader(f"Why task {recognised}?")
+st.markdown(why_sentence())
+st.caption(reuse_sentence())
+deciding = [(len(decision.layers) - 1, int(u), r) for r, u in enumerate(decision.layers[-1].top[:3])]
+st.plotly_chart(figures.heatmaps([decision.layers[i].heatmaps[r] for i, _, r in deciding],
+                                 [f"{unit_name(i, u)} ({figures.owner_label(int(decision.layers[i].owner[u]))})"
+                                  for i, u, _ in deciding]), width="stretch", key="deciding")
+st.caption("What the deciding units see: the input relevance that flows through each of them alone "
+           "(red = evidence for the class, blue = against).")
+if result["recognisers"]:
+    with st.expander("What the recognisers look at"):
+        for rec in result["recognisers"]:
+            features = ", ".join(f"{f['layer']}/{f['unit']} in task {f['subnetwork']}'s subnetwork"
+                                 for f in rec["features"][:4])
+            st.markdown(f"- **Recogniser {rec['task']}** (is it task {rec['task']}, or a later one?) says "
+                        f"{rec['probability']:.2f}; it weighs most: {features}.")
+
+
+# -- the pathway -------------------------------------------------------------------------------
+st.subheader("Pathway: from the input to the class, unit by unit")
+c1, c2 = st.columns(2)
+chosen = c1.selectbox("Subnetwork", range(run.tasks_done), index=recognised, key="explore_subnetwork",
+                      format_func=lambda m: f"task {m}" + (" (recognised)" if m == recognised else ""))
+overlay = c2.selectbox("Overlay a second subnetwork", [None] + [m for m in range(run.tasks_done) if m != chosen],
+                       format_func=lambda m: "— none —" if m is None else f"task {m}", key="explore_overlay",
+                       help="Marks the units of this pathway that the other task's subnetwork uses too.")
+target = st.session_state.get("explore_target")
+target = target if target is not None and run.tasks[chosen].offset <= target < run.tasks[chosen].offset + \
+    run.tasks[chosen].n_classes else None
+path = pathway_of(chosen, target)
+other = None
+if overlay is not None and run.learner.ownership is not None:
+    other = (overlay, [m.numpy() > 0 for m in run.learner.task_masks(overlay)])
+logits = path.logits - path.logits.max()
+probs = np.exp(logits) / np.exp(logits).sum()
+class_probs = {int(row): float(p) for row, p in zip(path.task_rows, probs)}
+selected = st.session_state.get("explore_unit")
+view = graph_view(run, path, x, class_probs, other, selected)
+event = st.plotly_chart(figures.pathway_graph(view), on_select="rerun", selection_mode="points", key="pathway",
+                        width="content", config={"displayModeBar": False})
+clicked = [p.get("customdata") for p in (event or {}).get("selection", {}).get("points", []) if p.get("customdata")]
+if clicked:
+    layer, unit = int(clicked[0][0]), int(clicked[0][1])
+    if layer == figures.CLASS_NODE:
+        if unit != path.target:
+            st.session_state["explore_target"] = unit
+            st.rerun()
+    elif selected != (layer, unit):
+        st.session_state["explore_unit"] = (layer, unit)
+        st.rerun()
+st.caption("Each thumbnail is the input relevance that passes through that one unit; its frame is the colour of "
+           "the task that froze it. Edge width: relevance handed from one unit to the next (scaled per gap; red "
+           "for the class, blue against). Click a unit to see what it responds to; click a class to explain it.")
+health = path.health
+ratios = " · ".join(f"{h.name} {h.ratio:.0%}" for h in health.layers)
+if health.ok:
+    st.caption(f"LRP health ✓ — relevance kept per layer, against the explained logit ({health.logit:+.2f}): "
+               f"{ratios}. Biases absorb a little on the way down, as the rules say.")
+else:
+    st.warning(f"LRP health: {health.warning} Relevance per layer against the explained logit "
+               f"({health.logit:+.2f}): {ratios}.")
+
+
+# -- one unit ----------------------------------------------------------------------------------
+def unit_heatmap(layer, unit):
+    """This input's relevance through one unit alone (from the pathway when it is a top unit)."""
+    top = [int(u) for u in path.layers[layer].top]
+    if unit in top:
+        return path.layers[layer].heatmaps[top.index(unit)]
+
+    def compute():
+        units = [None] * len(path.layers)
+        units[layer] = [unit]
+        with shared.borrow() as replica:
+            return explain_pathway(replica.learner, x, chosen, path.target, top_units=1, units=units)
+    return memo((run_key, image_key, "unit", chosen, path.target, layer, unit), compute).layers[layer].heatmaps[0]
+
+
+def unit_view(layer, unit):
+    name, owner = path.layers[layer].name, int(path.layers[layer].owner[unit])
+    st.markdown(f"#### What {name}/{unit} sees — frozen by {figures.owner_label(owner)}")
+    left, right = st.columns([1, 2])
+    left.plotly_chart(figures.heatmaps([unit_heatmap(layer, unit)], [f"{name}/{unit}: this input, through it alone"]),
+                      width="stretch", key="unit_heatmap")
+    shares = [float(s["unit_relevance"][layer][unit]) for s in result["subnetworks"]]
+    kept = [run.learner.task_masks(m) is None or bool(run.learner.task_masks(m)[layer][unit] > 0)
+            for m in range(run.tasks_done)]
+    labels = [f"task {m}" + ("" if kept[m] else " (pruned)") for m in range(run.tasks_done)]
+    right.plotly_chart(figures.unit_shares(labels, shares, f"{name}/{unit}: share of this input's {name} "
+                                           "relevance in every subnetwork"), width="stretch", key="unit_shares")
+    unit_references(layer, unit)
+
+
+@st.fragment(run_every=1.0)
+def reference_images(layer, unit):
+    job = references(shared, tasks)
+    if job.error:
+        st.error(f"Reference images could not be computed: {job.error}")
+    elif job.result is None:
+        st.caption("Finding the test images this unit responds to most (once per run, in the background)…")
+    else:
+        show_references(job.result, layer, unit)
+
+
+def show_references(found, layer, unit):
+    picks = [(int(t), int(i), float(r)) for (t, i), r in zip(found.images[layer][unit], found.relevance[layer][unit])
+             if t >= 0]
+    if not picks:
+        st.caption("No test image gives this unit positive relevance (it is pruned from every subnetwork or "
+                   "never speaks for a class).")
+        return
+    st.markdown(f"**Test images for which {path.layers[layer].name}/{unit} is most relevant** "
+                "(each through its own task's subnetwork, for its own predicted class)")
+    for column, (t, i, r) in zip(st.columns(len(picks)), picks):
+        column.image(figures.image(tasks[t].x_test[i].numpy(), scale=3),
+                     caption=f"task {t}: {tasks[t].class_names[int(tasks[t].y_test[i])]} · R {r:+.2f}", width="stretch")
+
+
+def unit_references(layer, unit):
+    if missing_data:
+        st.info(missing_data)
+    else:
+        reference_images(layer, unit)
+
+
+if selected is not None and selected[0] < len(path.layers) and selected[1] < len(path.layers[selected[0]].owner):
+    unit_view(*selected)
+else:
+    st.caption("Click a unit in the pathway to see what it sees.")
+
+# -- every subnetwork at once ------------------------------------------------------------------
 st.subheader("LRP heatmap through each task's subnetwork")
 st.caption("Red pixels speak for the subnetwork's own predicted class, blue against it.")
 maps = [s["heatmap"] for s in result["subnetworks"]]
 titles = [f"task {s['task']}: {s['prediction']}" for s in result["subnetworks"]]
-st.plotly_chart(figures.heatmaps(maps, titles), width="stretch")
-
-if result["recognisers"]:
-    with st.expander("Why this task? The recognisers' strongest features"):
-        for rec in result["recognisers"]:
-            st.markdown(f"**Recogniser {rec['task']}** — P(task {rec['task']}) = {rec['probability']:.2f}")
-            st.dataframe([{"subnetwork": f["subnetwork"], "layer": f["layer"], "unit": f["unit"],
-                           "importance": round(f["importance"], 4), "this input's relevance": round(f["relevance"], 4)}
-                          for f in rec["features"]], hide_index=True)
-
-st.subheader("Pathways")
-chosen = st.selectbox("Subnetwork", range(run.tasks_done), index=int(result["task"]),
-                      format_func=lambda m: f"task {m}" + (" (recognised)" if m == result["task"] else ""))
-sub = result["subnetworks"][chosen]
-flows = relevance_flows(run, sub["unit_relevance"], sub["unit_activation"])
-st.plotly_chart(figures.pathways(layers, owners, sub["unit_relevance"], flows,
-                                 f"Relevance of this input through task {chosen}'s subnetwork"),
-                width="stretch")
-st.plotly_chart(figures.stacked_shares(pathway_share(run, sub["unit_relevance"]),
-                                       "Share of this input's relevance per pathway", "share of |relevance|"),
-                width="stretch")
-st.caption(f"Units in the pathway figure: {sum(len(o) for o in owners)}; "
-           f"{int(sum(np.sum(o >= 0) for o in owners))} frozen by some task.")
+st.plotly_chart(figures.heatmaps(maps, titles), width="stretch", key="all_heatmaps")

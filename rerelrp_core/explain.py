@@ -35,7 +35,7 @@ def explain_image(run, x):
     Returns a dict with ``predicted`` (global row), ``class_name``, ``task`` (recognised),
     ``task_probs`` (None without recognisers), ``recognisers`` (why this task), and ``subnetworks``:
     per task m its within-task ``prediction`` name, ``heatmap`` (H, W), and per-layer
-    ``unit_relevance`` and ``unit_activation`` arrays.
+    ``unit_relevance`` arrays (each layer's relevance normalised by its sum of |values|).
     """
     learner = run.learner
     if len(x) != 1:
@@ -56,58 +56,10 @@ def explain_image(run, x):
         return [part.numpy() for part in torch.split(vector[0], sizes)]
 
     subnetworks = [{"task": m, "prediction": run.tasks[m].class_names[int(sub.predictions[m][0])],
-                    "heatmap": sub.heatmaps[m][0].sum(0).numpy(), "unit_relevance": per_layer(sub.features[m]),
-                    "unit_activation": per_layer(sub.activations[m])} for m in range(run.tasks_done)]
+                    "heatmap": sub.heatmaps[m][0].sum(0).numpy(), "unit_relevance": per_layer(sub.features[m])}
+                   for m in range(run.tasks_done)]
     return {"predicted": predicted, "class_name": class_name(run, predicted), "task": task, "task_probs": probs,
             "recognisers": why, "subnetworks": subnetworks}
-
-
-def unit_owners(run):
-    """Per layer: the task that froze each unit (-1 = free); all -1 for methods without masks."""
-    learner = run.learner
-    if learner.ownership is not None:
-        return [o.numpy() for o in learner.ownership.owner()]
-    return [np.full(n, -1) for n in learner.model.layer_sizes()]
-
-
-def relevance_flows(run, relevance, activation, top=60):
-    """The strongest relevance flows between consecutive unit layers, at channel level.
-
-    The relevance R_j of an upper unit is split over lower units i in proportion to their positive
-    contribution a_i * max(0, w_ji) (the z+ rule applied to channel means; spatial weights summed),
-    which is what the plotted edges show. Returns (lower layer, i, upper layer, j, flow) tuples.
-    """
-    flows = []
-    layers = run.model.unit_layers
-    for lower in range(len(layers) - 1):
-        weight = layers[lower + 1].producers[0].weight.detach().cpu()
-        n_in = layers[lower].n_units
-        w = weight.reshape(weight.shape[0], weight.shape[1], -1)
-        if weight.dim() == 2:   # dense after flatten: group input columns by channel
-            if weight.shape[1] % n_in:
-                continue
-            w = weight.reshape(weight.shape[0], n_in, -1)
-        elif weight.shape[1] != n_in:
-            continue            # not a direct successor (e.g. residual branches)
-        positive = w.clamp(min=0).sum(-1).numpy() * np.maximum(activation[lower], 0)[None, :]
-        share = positive / np.clip(positive.sum(1, keepdims=True), 1e-12, None)
-        flow = share * relevance[lower + 1][:, None]
-        for j, i in zip(*np.unravel_index(np.argsort(-np.abs(flow), axis=None)[:top], flow.shape)):
-            if flow[j, i] != 0:
-                flows.append((lower, int(i), lower + 1, int(j), float(flow[j, i])))
-    return flows
-
-
-def pathway_share(run, relevance):
-    """Per layer, the share of |relevance| that ran through units owned by each task, and free ones.
-    Returns {layer name: {task: share, ..., FREE: share}} (FREE = -1, the owner of free units)."""
-    out = {}
-    for name, owner, r in zip(run.layer_names, unit_owners(run), relevance):
-        total = np.abs(r).sum() or 1.0
-        shares = {t: float(np.abs(r[owner == t]).sum() / total) for t in range(run.tasks_done)}
-        shares[FREE] = float(np.abs(r[owner < 0]).sum() / total)
-        out[name] = shares
-    return out
 
 
 def masking_report(run, tasks):
@@ -126,7 +78,7 @@ def ablation_report(run, tasks, ablate_task=None, ablate_layer=None):
     """Task-aware test accuracy of every task through its subnetwork, before and after switching
     off the units owned by ``ablate_task`` and/or every unit of layer ``ablate_layer``."""
     learner = run.learner
-    owners = unit_owners(run)
+    owners = run.learner.unit_owners()
     names = run.layer_names
     if ablate_layer is not None and ablate_layer not in names:
         raise UserError(f"Unknown layer '{ablate_layer}'. Layers: {', '.join(names)}.")
@@ -151,7 +103,7 @@ def ownership_shares(run):
     """Per layer, the share of units each task owns (froze first) and the free share:
     {layer name: {task: share, ..., FREE: share}}."""
     out = {}
-    for name, owner in zip(run.layer_names, unit_owners(run)):
+    for name, owner in zip(run.layer_names, run.learner.unit_owners()):
         shares = {t: float(np.mean(owner == t)) for t in range(run.tasks_done)}
         shares[FREE] = float(np.mean(owner < 0))
         out[name] = shares

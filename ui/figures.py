@@ -68,44 +68,6 @@ def probabilities(labels, values, title, highlight=None):
     return fig
 
 
-def pathways(layer_names, owners, relevance, flows, title):
-    """Layers as columns, units as dots (colour = owning task or free, size = this input's
-    relevance), lines = the strongest relevance flows between layers."""
-    fig = go.Figure()
-    positions = [np.linspace(0, 1, len(o)) if len(o) > 1 else np.array([0.5]) for o in owners]
-    peak = max(float(np.abs(r).max()) for r in relevance) or 1.0
-    strongest = max((abs(f[4]) for f in flows), default=1.0) or 1.0
-    # one trace per (sign, width bucket) with None-separated segments: a browser draws a handful of
-    # traces fast, but slows down with one trace per edge
-    buckets = {}
-    for lower, i, upper, j, flow in flows:
-        key = (flow > 0, min(3, int(4 * abs(flow) / strongest)))
-        xs, ys = buckets.setdefault(key, ([], []))
-        xs += [lower, upper, None]
-        ys += [positions[lower][i], positions[upper][j], None]
-    for (positive, width), (xs, ys) in buckets.items():
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
-                                 line=dict(width=0.6 + 1.3 * width,
-                                           color="rgba(214,39,40,0.45)" if positive else "rgba(31,119,180,0.45)")))
-    tasks = sorted({int(t) for o in owners for t in o})
-    for task in tasks:
-        xs, ys, sizes, hover = [], [], [], []
-        for layer, (name, owner, rel) in enumerate(zip(layer_names, owners, relevance)):
-            for unit in np.flatnonzero(owner == task):
-                xs.append(layer)
-                ys.append(positions[layer][unit])
-                sizes.append(3 + 22 * abs(float(rel[unit])) / peak)
-                hover.append(f"layer {name}<br>unit {unit}<br>owner {owner_label(task)}"
-                             f"<br>relevance {float(rel[unit]):.4f}")
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=owner_label(task),
-                                 marker=dict(size=sizes, color=task_colour(task), line=dict(width=0)),
-                                 hovertext=hover, hoverinfo="text"))
-    fig.update_layout(title=title, height=520, margin=dict(l=10, r=10, t=40, b=10), legend_title="unit owner",
-                      xaxis=dict(tickvals=list(range(len(layer_names))), ticktext=layer_names),
-                      yaxis=dict(visible=False))
-    return fig
-
-
 def owner_label(owner):
     """'task k' for a task index, 'free' for -1 (units no task has frozen)."""
     return "free" if owner < 0 else f"task {owner}"
@@ -164,7 +126,7 @@ def grey_png(array, size=84):
 
 
 CLASS_NODE = -2     # customdata layer of an output-class node in the pathway graph
-_THUMB_X, _THUMB_Y, _TEXT_X = 0.3, 0.72, 0.2   # thumbnail size and label offset, in axis units
+GRAPH_WIDTH, ROW_PX, THUMB_PX = 1150, 118, 62     # the pathway graph's geometry, in pixels
 
 
 def pathway_graph(view):
@@ -174,127 +136,134 @@ def pathway_graph(view):
     against), width scaled per gap. Unit and class nodes are clickable (customdata = (layer, unit)
     or (CLASS_NODE, output row)).
 
-    ``view`` is the plain dict ``ui`` builds from a Pathway (see pages/explore.py)."""
-    fig = go.Figure()
+    ``view`` is the plain dict :func:`ui.pathway_view.graph_view` builds from a Pathway."""
     layers = view["layers"]
-    positions = {}
-    for i, layer in enumerate(layers):
-        for r, unit in enumerate(layer["top"]):
-            positions[(i, unit)] = (i + 1, r)
     last = len(layers) + 1
-    for r, node in enumerate(view["classes"]):
-        positions[(CLASS_NODE, node["row"])] = (last, r)
-    positions[("input", 0)] = (0, 2.2)
-    _edges(fig, view["edges"], positions)
-    _input_column(fig, view)
+    rows = max([len(layer["top"]) for layer in layers] + [len(view["classes"]), 3])
+    x_range, y_range = [-0.45, last + 0.75], [rows - 0.45, -1.0]
+    geometry = _Geometry(x_range, y_range, GRAPH_WIDTH - 20, ROW_PX * (y_range[0] - y_range[1]))
+    positions = {(i, unit): (i + 1, r) for i, layer in enumerate(layers) for r, unit in enumerate(layer["top"])}
+    positions.update({(CLASS_NODE, node["row"]): (last, r) for r, node in enumerate(view["classes"])})
+    positions[("input", 0)] = (0, 2)
+    fig = go.Figure()
+    _edges(fig, view["edges"], positions, geometry)
+    _input_column(fig, view, geometry)
     for i, layer in enumerate(layers):
-        _unit_column(fig, i, layer, view)
+        _unit_column(fig, i, layer, view, geometry)
     _class_column(fig, view, last)
-    rows = max([len(layer["top"]) for layer in layers] + [len(view["classes"]), 4])
     fig.update_layout(
-        title=dict(text=view["title"], x=0, font_size=15), height=150 + 112 * rows, dragmode=False,
-        margin=dict(l=10, r=10, t=90, b=10), plot_bgcolor="white", clickmode="event+select",
+        title=dict(text=view["title"], x=0, font_size=15), width=GRAPH_WIDTH, height=geometry.height + 100,
+        margin=dict(l=10, r=10, t=90, b=10), plot_bgcolor="white", clickmode="event+select", dragmode=False,
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, title_text="unit frozen by "),
-        xaxis=dict(visible=False, range=[-0.35, last + 0.75], fixedrange=True),
-        yaxis=dict(visible=False, range=[rows - 0.4, -0.9], fixedrange=True))
+        xaxis=dict(visible=False, range=x_range, fixedrange=True),
+        yaxis=dict(visible=False, range=y_range, fixedrange=True))
     return fig
 
 
-def _thumbnail(fig, x, y, source):
-    fig.add_layout_image(source=source, x=x, y=y, xref="x", yref="y", sizex=_THUMB_X, sizey=_THUMB_Y,
-                         xanchor="center", yanchor="middle", sizing="stretch", layer="above")
+class _Geometry:
+    """Axis units per pixel, so that thumbnails come out square whatever the number of columns."""
+
+    def __init__(self, x_range, y_range, width_px, height_px):
+        self.height = height_px
+        self.thumb_x = THUMB_PX * (x_range[1] - x_range[0]) / width_px
+        self.thumb_y = THUMB_PX * (y_range[0] - y_range[1]) / height_px
 
 
-def _edges(fig, edges, positions):
+def _thumbnail(fig, x, y, source, geometry):
+    fig.add_layout_image(source=source, x=x, y=y, xref="x", yref="y", sizex=geometry.thumb_x,
+                         sizey=geometry.thumb_y, xanchor="center", yanchor="middle", sizing="stretch",
+                         layer="above")
+
+
+def _edges(fig, edges, positions, geometry):
     """Edges bucketed by (sign, width): a handful of traces instead of one per edge."""
     gaps = {}
     for edge in edges:
-        gaps.setdefault(edge["gap"], []).append(edge)
+        if edge["lower"] in positions and edge["upper"] in positions:
+            gaps.setdefault(edge["gap"], []).append(edge)
     buckets = {}
     for gap_edges in gaps.values():
         strongest = max(abs(e["flow"]) for e in gap_edges) or 1.0
         for e in gap_edges:
-            if e["lower"] not in positions or e["upper"] not in positions:
-                continue
             (x0, y0), (x1, y1) = positions[e["lower"]], positions[e["upper"]]
             key = (e["flow"] > 0, min(4, int(5 * abs(e["flow"]) / strongest)))
             xs, ys = buckets.setdefault(key, ([], []))
-            start = x0 + (_THUMB_X / 2 if e["lower"] == ("input", 0) else _TEXT_X + 0.5)
-            xs += [start, x1 - _THUMB_X / 2, None]
+            xs += [x0 + 0.55 * geometry.thumb_x, x1 - 0.55 * geometry.thumb_x, None]
             ys += [y0, y1, None]
     for (positive, width), (xs, ys) in sorted(buckets.items()):
-        colour = "rgba(214,39,40,0.55)" if positive else "rgba(31,119,180,0.55)"
+        colour = "rgba(214,39,40,0.5)" if positive else "rgba(31,119,180,0.5)"
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
-                                 line=dict(width=1 + 2.2 * width, color=colour)))
+                                 line=dict(width=1 + 2.5 * width, color=colour)))
 
 
-def _input_column(fig, view):
-    _thumbnail(fig, 0, 0.2, view["input_png"])
-    _thumbnail(fig, 0, 2.2, view["heatmap_png"])
-    fig.add_annotation(x=0, y=-0.35, text="<b>input</b>", showarrow=False, yanchor="bottom")
-    fig.add_annotation(x=0, y=1.75, text="heatmap (all units)", showarrow=False, yanchor="bottom",
-                       font_size=11)
-    fig.add_annotation(x=0, y=2.65, text=f"total R = {view['heatmap_total']:+.2f}", showarrow=False,
-                       yanchor="top", font_size=11)
+def _header(fig, x, title, caption=""):
+    fig.add_annotation(x=x, y=-0.62, yanchor="bottom", showarrow=False, font_size=11,
+                       text=f"<b>{title}</b><br><span style='color:#777'>{caption}</span>")
 
 
-def _unit_column(fig, i, layer, view):
+def _input_column(fig, view, geometry):
+    _header(fig, 0, "input")
+    _thumbnail(fig, 0, 0, view["input_png"], geometry)
+    _thumbnail(fig, 0, 2, view["heatmap_png"], geometry)
+    fig.add_annotation(x=0, y=2 + 0.3, yanchor="top", showarrow=False, font_size=11,
+                       text=f"heatmap, all units<br>total R = {view['heatmap_total']:+.2f}")
+
+
+def _unit_column(fig, i, layer, view, geometry):
     x = i + 1
-    fig.add_annotation(x=x - _THUMB_X / 2, y=-0.55, xanchor="left", yanchor="bottom", showarrow=False,
-                       text=f"<b>{layer['name']}</b> <span style='color:#777'>{layer['caption']}</span>",
-                       font_size=12)
+    _header(fig, x, layer["name"], layer["caption"])
     by_owner = {}
     for r, unit in enumerate(layer["top"]):
-        _thumbnail(fig, x, r, layer["pngs"][r])
+        _thumbnail(fig, x, r, layer["pngs"][r], geometry)
         by_owner.setdefault(int(layer["owner"][unit]), []).append((r, unit))
     selected = view.get("selected")
     for owner, nodes in sorted(by_owner.items()):
-        colour = task_colour(owner)
-        labels = [f"<b>{layer['name']}·{u}</b> <span style='color:{colour}'>({owner_label(owner)})</span><br>"
-                  f"R = {layer['relevance'][u]:+.2f} · {layer['share'][u]:.0%}" for _, u in nodes]
-        hover = [f"{layer['name']} unit {u}, frozen by {owner_label(owner)}<br>relevance {layer['relevance'][u]:+.3f}"
-                 f" ({layer['share'][u]:.0%} of the layer's |R|)<br>click: what this unit sees" for _, u in nodes]
+        colour, name = task_colour(owner), owner_label(owner)
+        labels = [f"<b>{layer['name']}·{u}</b> <span style='color:{colour}'>({name})</span><br>"
+                  f"R {layer['relevance'][u]:+.2f} · {layer['share'][u]:.0%}" for _, u in nodes]
+        hover = [f"{layer['name']} unit {u}, frozen by {name}<br>relevance {layer['relevance'][u]:+.3f} "
+                 f"({layer['share'][u]:.0%} of the layer's |R|)<br>click: what this unit sees" for _, u in nodes]
+        chosen = [k for k, (_, u) in enumerate(nodes) if selected == (i, int(u))]
         fig.add_trace(go.Scatter(
             x=[x] * len(nodes), y=[r for r, _ in nodes], mode="markers+text", text=labels,
-            textposition="middle right", textfont_size=11, hovertext=hover, hoverinfo="text",
-            customdata=[[i, int(u)] for _, u in nodes], name=owner_label(owner), legendgroup=owner_label(owner),
-            showlegend=owner_label(owner) not in view["legend_done"],
-            selectedpoints=[k for k, (_, u) in enumerate(nodes) if selected == (i, int(u))] if selected else None,
-            marker=dict(symbol="square", size=70, color="rgba(0,0,0,0)", line=dict(width=4, color=colour)),
-            unselected=dict(marker=dict(opacity=0.45))))
-        view["legend_done"].add(owner_label(owner))
-    _shared_marks(fig, x, layer, view)
+            textposition="bottom center", textfont=dict(size=10, color="#222"), hovertext=hover,
+            hoverinfo="text", customdata=[[i, int(u)] for _, u in nodes], name=name, legendgroup=name,
+            showlegend=name not in view["legend_done"], selectedpoints=chosen if selected else None,
+            marker=dict(symbol="square", size=THUMB_PX + 4, color="rgba(0,0,0,0)", line=dict(width=4, color=colour)),
+            unselected=dict(marker=dict(opacity=0.35), textfont=dict(color="#555"))))
+        view["legend_done"].add(name)
+    _shared_marks(fig, x, layer, view, geometry)
 
 
-def _shared_marks(fig, x, layer, view):
-    """A dot at the corner of every unit the overlaid subnetwork also keeps."""
+def _shared_marks(fig, x, layer, view, geometry):
+    """A diamond at the corner of every unit the overlaid subnetwork also keeps."""
     other = view.get("other")
     if other is None:
         return
     shared = [r for r, unit in enumerate(layer["top"]) if other["kept"][layer["index"]][unit]]
-    fig.add_trace(go.Scatter(x=[x + _THUMB_X / 2] * len(shared), y=[r - _THUMB_Y / 2 for r in shared],
+    fig.add_trace(go.Scatter(x=[x + geometry.thumb_x / 2] * len(shared), y=[r - geometry.thumb_y / 2 for r in shared],
                              mode="markers", hoverinfo="skip", name=f"also in task {other['task']}'s subnetwork",
-                             legendgroup="shared", showlegend=not view["legend_done"].intersection({"shared"}),
+                             legendgroup="shared", showlegend="shared" not in view["legend_done"],
                              marker=dict(symbol="diamond", size=13, color=task_colour(other["task"]),
                                          line=dict(width=1.5, color="black"))))
     view["legend_done"].add("shared")
 
 
 def _class_column(fig, view, x):
-    fig.add_annotation(x=x - _THUMB_X / 2, y=-0.55, xanchor="left", yanchor="bottom", showarrow=False,
-                       text=f"<b>task {view['task']} output</b>", font_size=12)
+    _header(fig, x, f"task {view['task']} output", "click a class to explain it")
     nodes = view["classes"]
     colour = task_colour(view["task"])
     fig.add_trace(go.Scatter(
         x=[x] * len(nodes), y=list(range(len(nodes))), mode="markers+text", showlegend=False,
-        text=[f"<b>{n['name']}</b><br>{'explained' if n['explained'] else 'click to explain'}<br>"
-              f"p = {n['p']:.2f} · logit {n['logit']:+.2f}" for n in nodes],
-        textposition="middle right", textfont_size=11, hoverinfo="text",
+        text=[f"<b>{n['name']}</b>{' (explained)' if n['explained'] else ''}<br>p {n['p']:.2f} · logit "
+              f"{n['logit']:+.2f}" for n in nodes],
+        textposition="bottom center", textfont=dict(size=10, color="#222"), hoverinfo="text",
         hovertext=[f"class {n['name']}: p = {n['p']:.3f} within task {view['task']}" for n in nodes],
         customdata=[[CLASS_NODE, n["row"]] for n in nodes],
-        marker=dict(symbol="square", size=[40 if n["explained"] else 30 for n in nodes],
+        marker=dict(symbol="square", size=[44 if n["explained"] else 34 for n in nodes],
                     color=[colour if n["explained"] else FREE_COLOUR for n in nodes],
-                    line=dict(width=2, color="black"))))
+                    line=dict(width=2, color="black")),
+        unselected=dict(marker=dict(opacity=0.6), textfont=dict(color="#555"))))
 
 
 def unit_shares(labels, shares, title):

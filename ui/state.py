@@ -140,7 +140,8 @@ class ReferenceJob:
 
     def __init__(self, shared, tasks):
         self.result, self.error = None, None
-        self.thread = threading.Thread(target=self._work, args=(shared, tasks), daemon=True, name="references")
+        # not a daemon: torch must not be torn down under it when the process exits
+        self.thread = threading.Thread(target=self._work, args=(shared, tasks), name="references")
         self.thread.start()
 
     def _work(self, shared, tasks):

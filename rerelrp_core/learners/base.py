@@ -13,6 +13,7 @@ A new method is one subclass, in a file of its own, that overrides the hooks it 
 import copy
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -125,6 +126,11 @@ class Learner:
         twin = copy.copy(self)
         twin.model = copy.deepcopy(self.model)
         return twin
+
+    def unit_owners(self):
+        """Per unit layer, the task that froze each unit as a numpy array; -1 for free units, and
+        for every unit of a method without masks."""
+        return [np.full(n, -1, dtype=np.int64) for n in self.model.layer_sizes()]
 
     def can_recognise(self):
         """Whether task-agnostic prediction goes through a task recogniser (:meth:`recognise`)."""

@@ -60,6 +60,9 @@ class ReReLRP(Learner):
             for param, new in zip(layer.unit_parameters(), new_layer.unit_parameters()):
                 param[free] = new[free]
 
+    def unit_owners(self):
+        return [owner.numpy() for owner in self.ownership.owner()]
+
     def task_masks(self, k):
         return self.ownership.task_mask(k, self.device) if k < self.ownership.n_tasks else None
 
