@@ -34,6 +34,15 @@ def pick(choice):
     st.session_state.pop("explore_target", None)
 
 
+def pick_when_new(source, choice):
+    """Pick ``choice`` when the widget ``source`` (the uploader, the index box) shows something new;
+    a file still sitting in the uploader must not win over a gallery click on every rerun."""
+    if st.session_state.get(f"seen-{source}") != choice:
+        st.session_state[f"seen-{source}"] = choice
+        if choice is not None:
+            pick(choice)
+
+
 def gallery():
     """Test images of one task to click, plus any test image by index."""
     if missing_data:
@@ -44,8 +53,7 @@ def gallery():
                      format_func=lambda i: f"task {i}: {', '.join(tasks[i].class_names)}")
     index = c2.number_input("…or test image number", 0, len(tasks[t].x_test) - 1, None, key="gallery_index",
                             help="Any test image of this task by its index.")
-    if index is not None and st.session_state.get("explore_pick") != ("test", t, int(index)):
-        pick(("test", t, int(index)))
+    pick_when_new("index", None if index is None else ("test", t, int(index)))
     columns = st.columns(GALLERY)
     step = max(1, len(tasks[t].x_test) // GALLERY)
     for slot, column in enumerate(columns):
@@ -61,8 +69,7 @@ def uploads():
                                    "and, when its background is bright, inverted to look like the training data.")
     st.selectbox("Invert colours", ["auto", "no", "yes"], key="invert",
                  help="auto inverts images whose border is bright (dark drawing on white paper).")
-    if upload is not None and st.session_state.get("explore_pick") != ("upload", upload.name, upload.size):
-        pick(("upload", upload.name, upload.size))
+    pick_when_new("upload", None if upload is None else ("upload", upload.name, upload.size))
     st.caption("…or one of the bundled samples (real MNIST test digits, saved as PNG files):")
     for column, path in zip(st.columns(len(SAMPLES) or 1), SAMPLES):
         column.image(str(path), width="stretch")

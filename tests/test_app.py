@@ -1,6 +1,8 @@
 """The Streamlit app through AppTest: every page with the bundled demo run and with a run freshly
 trained from the Train page, uploads good and bad."""
 import io
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import ui.state
+from ui.state import open_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "assets" / "samples" / "digit-3.png"
@@ -54,13 +57,73 @@ def test_explore_demo_test_sample(runs_dir):
     shown = metrics(at)
     assert shown["Recognised task"].startswith("task ")
     assert shown["Predicted class"] in {str(d) for d in range(10)}
-    charts = at.get("plotly_chart")
-    assert len(charts) >= 4          # chain probabilities, heatmaps, pathways, pathway shares
+    # chain probabilities, the deciding units, the pathway graph, every subnetwork's heatmap
+    assert len(at.get("plotly_chart")) >= 4
     assert any(s.label == "Subnetwork" for s in at.selectbox)
+    assert any(m.value.startswith("The recogniser chain gives task") for m in at.markdown)
+    assert any("LRP health ✓" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def pathway_figure(at):
+    chart = next(c for c in at.get("plotly_chart") if c.proto.id and "pathway" in c.proto.id)
+    return json.loads(chart.proto.spec)
+
+
+def click(at, customdata):
+    """What a click on a pathway node sends: the chart's selection state."""
+    at.session_state["pathway"] = {"selection": {"points": [{"curve_number": 0, "point_number": 0,
+                                                             "point_index": 0, "customdata": customdata}],
+                                                 "point_indices": [0], "box": [], "lasso": []}}
+    return at.run()
+
+
+def test_clicking_a_unit_shows_what_it_sees_with_its_true_owner(runs_dir):
+    at = page("explore")
+    nodes = [d for trace in pathway_figure(at)["data"] for d in trace.get("customdata", []) if d[0] >= 0]
+    assert len(nodes) >= 6
+    owners = open_run(ui.state.DEMO_RUN).run.learner.unit_owners()
+    names = open_run(ui.state.DEMO_RUN).run.layer_names
+    for layer, unit in (nodes[0], nodes[-1]):
+        click(at, [layer, unit])
+        no_failures(at)
+        owner = int(owners[layer][unit])
+        title = f"What {names[layer]}/{unit} sees — frozen by task {owner}"
+        assert any(m.value == f"#### {title}" for m in at.markdown), [m.value for m in at.markdown]
+        # the graph draws the same owner for it
+        traces = [t for t in pathway_figure(at)["data"] if [layer, unit] in t.get("customdata", [])]
+        assert traces[0]["name"] == f"task {owner}"
+    job = ui.state.references(open_run(ui.state.DEMO_RUN), ui.state.run_tasks(open_run(ui.state.DEMO_RUN).run))
+    job.thread.join(timeout=60)
+    at.run()
+    assert any("most relevant" in m.value for m in at.markdown), [m.value for m in at.markdown]
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert sum(" · R +" in caption for caption in captions) >= 1, captions
+
+
+def test_clicking_the_other_class_explains_it(runs_dir):
+    at = page("explore")
+    before = pathway_figure(at)
+    other = next(d for t in before["data"] for d in t.get("customdata", []) if d[0] == -2
+                 and "explained" not in t["text"][t["customdata"].index(d)])
+    click(at, other)
+    no_failures(at)
+    after = pathway_figure(at)
+    assert after["layout"]["title"]["text"] != before["layout"]["title"]["text"]
+
+
+def test_overlay_marks_shared_units(runs_dir):
+    at = page("explore")
+    overlay = next(s for s in at.selectbox if s.label == "Overlay a second subnetwork")
+    shared = []
+    for other in overlay.options[1:]:
+        next(s for s in at.selectbox if s.label == "Overlay a second subnetwork").set_value(
+            int(other.split()[-1])).run()
+        no_failures(at)
+        shared += [t for t in pathway_figure(at)["data"] if "also in task" in t.get("name", "")]
+    assert shared, "no other subnetwork shares a unit with the recognised one"
 
 
 def upload(at, name, data, mime="image/png"):
-    at.radio[0].set_value("Upload").run()
     at.file_uploader[0].set_value((name, data, mime))
     return at.run()
 
@@ -83,8 +146,8 @@ def test_explore_bad_uploads_keep_the_page_alive(runs_dir, name, data, message):
     assert not at.exception
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     assert "Recognised task" not in metrics(at)
-    # the session goes on: back to a test sample works
-    at.radio[0].set_value("Test sample").run()
+    # the session goes on: a test image from the gallery works
+    next(b for b in at.button if b.label == "Explore").click().run()
     no_failures(at)
     assert "Recognised task" in metrics(at)
 
@@ -98,6 +161,28 @@ def test_explore_unusual_images(runs_dir, data):
     at = upload(page("explore"), "odd.png", data)
     no_failures(at)
     assert metrics(at)["Recognised task"].startswith("task ")
+
+
+def test_explore_run_whose_data_set_is_gone(runs_dir):
+    """A run trained on an image folder that was deleted since: uploads and samples still work; the
+    gallery and the reference images say why they are not there."""
+    shutil.copytree(ui.state.DEMO_RUN, runs_dir / "gone")
+    state = json.loads((runs_dir / "gone" / "run.json").read_text())
+    state["dataset"] = f"folder:{runs_dir / 'deleted-images'}"
+    (runs_dir / "gone" / "run.json").write_text(json.dumps(state))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["run_path"], at.session_state["run_label"] = str(runs_dir / "gone"), "gone"
+    at.switch_page("pages/explore.py").run()
+    no_failures(at)
+    assert any("not available here" in i.value for i in at.info), [i.value for i in at.info]
+    next(b for b in at.button if b.label == "3").click().run()      # a bundled sample
+    no_failures(at)
+    assert metrics(at)["Predicted class"] == "3"
+    layer, unit = next(d for t in pathway_figure(at)["data"] for d in t.get("customdata", []) if d[0] >= 0)
+    click(at, [layer, unit])
+    no_failures(at)
+    assert any("not available here" in i.value for i in at.info)
+    assert not any("most relevant" in m.value for m in at.markdown)
 
 
 def test_masking_page_and_ablation(runs_dir):

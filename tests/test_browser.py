@@ -75,21 +75,59 @@ def wait_until_idle(page):
 
 
 def test_upload_shows_prediction_heatmaps_and_pathways(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
     page.goto(server)
     # the demo run, before any training
     page.get_by_text("Predicted class", exact=True).wait_for(timeout=90_000)
     wait_until_idle(page)
-    page.get_by_text("Upload", exact=True).click()
+    page.get_by_text("Upload or sample", exact=True).click()
     page.locator("input[type=file]").set_input_files(str(SAMPLE))
     started = time.time()
     page.get_by_text("What the model sees: digit-7.png").wait_for(timeout=60_000)
     wait_until_idle(page)
     print(f"upload to finished page: {time.time() - started:.2f} s")
-    page.get_by_text("Relevance of this input through").wait_for(timeout=10_000)
+    page.get_by_text("Pathway: from the input to the class, unit by unit").wait_for(timeout=10_000)
     shown = page.locator('[data-testid="stMain"] [data-testid="stMetricValue"]').all_inner_texts()
     assert shown == expected_prediction(SAMPLE), shown
     heatmap_titles = page.locator(".js-plotly-plot .annotation-text").all_text_contents()
-    assert sum(title.startswith("task ") for title in heatmap_titles) == 5, heatmap_titles
+    assert sum(title.startswith("task ") and ":" in title for title in heatmap_titles) == 5, heatmap_titles
     assert page.locator(".js-plotly-plot").count() >= 4
+    page.close()
+
+
+def test_clicking_a_pathway_node_shows_its_conditional_heatmap(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.goto(server)
+    page.get_by_text("Predicted class", exact=True).wait_for(timeout=90_000)
+    wait_until_idle(page)
+    graph = page.locator(".js-plotly-plot", has_text="click a class to explain it")
+    graph.scroll_into_view_if_needed()
+    assert page.get_by_text("sees — frozen by").count() == 0
+    # the unit nodes are the square markers framed in a task's colour (one trace per owner)
+    nodes = graph.locator(".scatterlayer .trace .points path")
+    assert nodes.count() >= 6
+    nodes.nth(2).click(force=True)
+    heading = page.get_by_text("sees — frozen by task")
+    heading.wait_for(timeout=30_000)
+    wait_until_idle(page)
+    assert page.get_by_text("this input, through it alone").count() >= 1
+    page.close()
+
+
+def test_finished_training_is_listed_without_a_reload(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(f"{server}/train")
+    page.get_by_role("button", name="Start training").wait_for(timeout=90_000)
+    page.get_by_role("combobox", name="Data set").click()
+    page.get_by_role("option", name="scikit-learn digits (8×8, fastest)").click()
+    page.get_by_role("spinbutton", name="Tasks").fill("2")
+    page.get_by_role("spinbutton", name="Max epochs per task").fill("1")
+    page.get_by_role("textbox", name="Run name").fill("browser-run")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Finished and saved as browser-run").wait_for(timeout=120_000)
+    # "Saved runs" below the live fragment lists it without the user reloading the page
+    page.get_by_text("browser-run: digits, rerelrp, 2/2 tasks").wait_for(timeout=15_000)
+    first = page.get_by_text("tasks finished").inner_text()
+    page.wait_for_timeout(2_500)
+    assert page.get_by_text("tasks finished").inner_text() == first     # the clock stopped
     page.close()
