@@ -60,13 +60,15 @@ def gallery():
         i = slot * step
         column.image(figures.image(tasks[t].x_test[i].numpy(), scale=3),
                      caption=tasks[t].class_names[int(tasks[t].y_test[i])], width="stretch")
-        column.button("Explore", key=f"gallery-{t}-{i}", on_click=pick, args=(("test", t, i),), width="stretch")
+        column.button("Explore", key=f"gallery-{t}-{i}", on_click=pick, args=(("test", t, i),),
+                      width="stretch")
 
 
 def uploads():
     upload = st.file_uploader("Upload an image", type=UPLOAD_TYPES, key="upload",
-                              help="PNG, JPEG, BMP, GIF, WebP or TIFF; colour or grey; any size. It is resized "
-                                   "and, when its background is bright, inverted to look like the training data.")
+                              help="PNG, JPEG, BMP, GIF, WebP or TIFF; colour or grey; any size. It is "
+                                   "resized and, when its background is bright, inverted to look like the "
+                                   "training data.")
     st.selectbox("Invert colours", ["auto", "no", "yes"], key="invert",
                  help="auto inverts images whose border is bright (dark drawing on white paper).")
     pick_when_new("upload", None if upload is None else ("upload", upload.name, upload.size))
@@ -131,14 +133,16 @@ recognised = result["task"]
 
 # -- what the model sees, what it says ---------------------------------------------------------
 left, middle, right = st.columns([1, 1, 2])
-left.image(figures.image(x[0].numpy(), scale=max(1, 196 // x.shape[-1])), caption=f"What the model sees: {caption}")
+left.image(figures.image(x[0].numpy(), scale=max(1, 196 // x.shape[-1])),
+           caption=f"What the model sees: {caption}")
 middle.metric("Predicted class", result["class_name"],
               help="Task-agnostic prediction: the recognised task's subnetwork picks the class.")
 middle.metric("Recognised task", f"task {recognised}",
               help="The task whose recogniser chain gives this input the highest probability (the task label "
                    "is not given: this is what task-agnostic, TAg, prediction has to find out).")
 if result["task_probs"] is not None:
-    right.plotly_chart(figures.probabilities([f"task {t}" for t in range(run.tasks_done)], result["task_probs"],
+    right.plotly_chart(figures.probabilities([f"task {t}" for t in range(run.tasks_done)],
+                                             result["task_probs"],
                                              "Chain probability of each task", highlight=recognised),
                        width="stretch")
 
@@ -169,7 +173,8 @@ def why_sentence():
                f"This method has no task recogniser: the class it predicts belongs to task {recognised}")
     kept = int(top_layer.kept.sum())
     return (f"{verdict}. Inside task {recognised}'s subnetwork, {carriers} {share:.0%} of this input's "
-            f"relevance in {top_layer.name} (the subnetwork keeps {kept} of its {len(top_layer.kept)} units).")
+            f"relevance in {top_layer.name} (the subnetwork keeps {kept} of its "
+            f"{len(top_layer.kept)} units).")
 
 
 def reuse_sentence():
@@ -180,16 +185,18 @@ def reuse_sentence():
         total = magnitude.sum() or 1.0
         own = magnitude[layer.owner == recognised].sum() / total
         parts.append(f"{layer.name} {own:.0%}")
-    return (f"Share of the relevance carried by units task {recognised} froze itself (the rest runs through units "
-            f"it reuses from earlier tasks): " + " · ".join(parts) + ".")
+    return (f"Share of the relevance carried by units task {recognised} froze itself (the rest runs "
+            f"through units it reuses from earlier tasks): " + " · ".join(parts) + ".")
 
 
 st.subheader(f"Why task {recognised}?")
 st.markdown(why_sentence())
 st.caption(reuse_sentence())
-deciding = [(len(decision.layers) - 1, int(u), r) for r, u in enumerate(decision.layers[-1].top[:3])]
+deciding = [(len(decision.layers) - 1, int(u), r)
+            for r, u in enumerate(decision.layers[-1].top[:3])]
 st.plotly_chart(figures.heatmaps([decision.layers[i].heatmaps[r] for i, _, r in deciding],
-                                 [f"{unit_name(i, u)} ({figures.owner_label(int(decision.layers[i].owner[u]))})"
+                                 [f"{unit_name(i, u)} "
+                                  f"({figures.owner_label(int(decision.layers[i].owner[u]))})"
                                   for i, u, _ in deciding]), width="stretch", key="deciding")
 st.caption("What the deciding units see: the input relevance that flows through each of them alone "
            "(red = evidence for the class, blue = against).")
@@ -207,7 +214,8 @@ st.subheader("Pathway: from the input to the class, unit by unit")
 c1, c2 = st.columns(2)
 chosen = c1.selectbox("Subnetwork", range(run.tasks_done), index=recognised, key="explore_subnetwork",
                       format_func=lambda m: f"task {m}" + (" (recognised)" if m == recognised else ""))
-overlay = c2.selectbox("Overlay a second subnetwork", [None] + [m for m in range(run.tasks_done) if m != chosen],
+overlay = c2.selectbox("Overlay a second subnetwork",
+                       [None] + [m for m in range(run.tasks_done) if m != chosen],
                        format_func=lambda m: "— none —" if m is None else f"task {m}", key="explore_overlay",
                        help="Marks the units of this pathway that the other task's subnetwork uses too.")
 target = st.session_state.get("explore_target")
@@ -222,9 +230,10 @@ probs = np.exp(logits) / np.exp(logits).sum()
 class_probs = {int(row): float(p) for row, p in zip(path.task_rows, probs)}
 selected = st.session_state.get("explore_unit")
 view = graph_view(run, path, x, class_probs, other, selected)
-event = st.plotly_chart(figures.pathway_graph(view), on_select="rerun", selection_mode="points", key="pathway",
-                        width="content", config={"displayModeBar": False})
-clicked = [p.get("customdata") for p in (event or {}).get("selection", {}).get("points", []) if p.get("customdata")]
+event = st.plotly_chart(figures.pathway_graph(view), on_select="rerun", selection_mode="points",
+                        key="pathway", width="content", config={"displayModeBar": False})
+clicked = [p.get("customdata") for p in (event or {}).get("selection", {}).get("points", [])
+           if p.get("customdata")]
 if clicked:
     layer, unit = int(clicked[0][0]), int(clicked[0][1])
     if layer == figures.CLASS_NODE:
@@ -234,9 +243,10 @@ if clicked:
     elif selected != (layer, unit):
         st.session_state["explore_unit"] = (layer, unit)
         st.rerun()
-st.caption("Each thumbnail is the input relevance that passes through that one unit; its frame is the colour of "
-           "the task that froze it. Edge width: relevance handed from one unit to the next (scaled per gap; red "
-           "for the class, blue against). Click a unit to see what it responds to; click a class to explain it.")
+st.caption("Each thumbnail is the input relevance that passes through that one unit; its frame is the "
+           "colour of the task that froze it. Edge width: relevance handed from one unit to the next "
+           "(scaled per gap; red for the class, blue against). Click a unit to see what it responds to; "
+           "click a class to explain it.")
 health = path.health
 ratios = " · ".join(f"{h.name} {h.ratio:.0%}" for h in health.layers)
 if health.ok:
@@ -259,21 +269,24 @@ def unit_heatmap(layer, unit):
         units[layer] = [unit]
         with shared.borrow() as replica:
             return explain_pathway(replica.learner, x, chosen, path.target, top_units=1, units=units)
-    return memo((run_key, image_key, "unit", chosen, path.target, layer, unit), compute).layers[layer].heatmaps[0]
+    alone = memo((run_key, image_key, "unit", chosen, path.target, layer, unit), compute)
+    return alone.layers[layer].heatmaps[0]
 
 
 def unit_view(layer, unit):
     name, owner = path.layers[layer].name, int(path.layers[layer].owner[unit])
     st.markdown(f"#### What {name}/{unit} sees — frozen by {figures.owner_label(owner)}")
     left, right = st.columns([1, 2])
-    left.plotly_chart(figures.heatmaps([unit_heatmap(layer, unit)], [f"{name}/{unit}: this input, through it alone"]),
+    left.plotly_chart(figures.heatmaps([unit_heatmap(layer, unit)],
+                                       [f"{name}/{unit}: this input, through it alone"]),
                       width="stretch", key="unit_heatmap")
     shares = [float(s["unit_relevance"][layer][unit]) for s in result["subnetworks"]]
     kept = [run.learner.task_masks(m) is None or bool(run.learner.task_masks(m)[layer][unit] > 0)
             for m in range(run.tasks_done)]
     labels = [f"task {m}" + ("" if kept[m] else " (pruned)") for m in range(run.tasks_done)]
     right.plotly_chart(figures.unit_shares(labels, shares, f"{name}/{unit}: share of this input's {name} "
-                                           "relevance in every subnetwork"), width="stretch", key="unit_shares")
+                                           "relevance in every subnetwork"),
+                       width="stretch", key="unit_shares")
     unit_references(layer, unit)
 
 
@@ -289,8 +302,8 @@ def reference_images(layer, unit):
 
 
 def show_references(found, layer, unit):
-    picks = [(int(t), int(i), float(r)) for (t, i), r in zip(found.images[layer][unit], found.relevance[layer][unit])
-             if t >= 0]
+    picks = [(int(t), int(i), float(r))
+             for (t, i), r in zip(found.images[layer][unit], found.relevance[layer][unit]) if t >= 0]
     if not picks:
         st.caption("No test image gives this unit positive relevance (it is pruned from every subnetwork or "
                    "never speaks for a class).")
@@ -299,7 +312,8 @@ def show_references(found, layer, unit):
                 "(each through its own task's subnetwork, for its own predicted class)")
     for column, (t, i, r) in zip(st.columns(len(picks)), picks):
         column.image(figures.image(tasks[t].x_test[i].numpy(), scale=3),
-                     caption=f"task {t}: {tasks[t].class_names[int(tasks[t].y_test[i])]} · R {r:+.2f}", width="stretch")
+                     caption=f"task {t}: {tasks[t].class_names[int(tasks[t].y_test[i])]} · R {r:+.2f}",
+                     width="stretch")
 
 
 def unit_references(layer, unit):
@@ -309,7 +323,8 @@ def unit_references(layer, unit):
         reference_images(layer, unit)
 
 
-if selected is not None and selected[0] < len(path.layers) and selected[1] < len(path.layers[selected[0]].owner):
+if (selected is not None and selected[0] < len(path.layers)
+        and selected[1] < len(path.layers[selected[0]].owner)):
     unit_view(*selected)
 else:
     st.caption("Click a unit in the pathway to see what it sees.")

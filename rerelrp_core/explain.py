@@ -56,10 +56,11 @@ def explain_image(run, x):
         return [part.numpy() for part in torch.split(vector[0], sizes)]
 
     subnetworks = [{"task": m, "prediction": run.tasks[m].class_names[int(sub.predictions[m][0])],
-                    "heatmap": sub.heatmaps[m][0].sum(0).numpy(), "unit_relevance": per_layer(sub.features[m])}
+                    "heatmap": sub.heatmaps[m][0].sum(0).numpy(),
+                    "unit_relevance": per_layer(sub.features[m])}
                    for m in range(run.tasks_done)]
-    return {"predicted": predicted, "class_name": class_name(run, predicted), "task": task, "task_probs": probs,
-            "recognisers": why, "subnetworks": subnetworks}
+    return {"predicted": predicted, "class_name": class_name(run, predicted), "task": task,
+            "task_probs": probs, "recognisers": why, "subnetworks": subnetworks}
 
 
 def masking_report(run, tasks):

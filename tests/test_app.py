@@ -92,7 +92,8 @@ def test_clicking_a_unit_shows_what_it_sees_with_its_true_owner(runs_dir):
         # the graph draws the same owner for it
         traces = [t for t in pathway_figure(at)["data"] if [layer, unit] in t.get("customdata", [])]
         assert traces[0]["name"] == f"task {owner}"
-    job = ui.state.references(open_run(ui.state.DEMO_RUN), ui.state.run_tasks(open_run(ui.state.DEMO_RUN).run))
+    job = ui.state.references(open_run(ui.state.DEMO_RUN),
+                              ui.state.run_tasks(open_run(ui.state.DEMO_RUN).run))
     job.thread.join(timeout=60)
     at.run()
     assert any("most relevant" in m.value for m in at.markdown), [m.value for m in at.markdown]

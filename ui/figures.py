@@ -19,10 +19,12 @@ def accuracy_matrix(matrix, title):
     for t, row in enumerate(matrix):
         z[t, :len(row)] = row
     text = [[f"{v:.1f}" if not np.isnan(v) else "" for v in row] for row in z]
-    fig = go.Figure(go.Heatmap(z=z, x=[f"task {k}" for k in range(n)], y=[f"after task {t}" for t in range(n)],
+    fig = go.Figure(go.Heatmap(z=z, x=[f"task {k}" for k in range(n)],
+                               y=[f"after task {t}" for t in range(n)],
                                text=text, texttemplate="%{text}", zmin=0, zmax=100, colorscale="Viridis",
                                hovertemplate="%{y}, %{x}: %{z:.2f}%<extra></extra>"))
-    fig.update_layout(title=title, yaxis_autorange="reversed", height=320, margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(title=title, yaxis_autorange="reversed", height=320,
+                      margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 
@@ -31,8 +33,8 @@ def curves(series, title, y_title="average accuracy (%)"):
     fig = go.Figure()
     for name, values in series.items():
         fig.add_trace(go.Scatter(x=list(range(len(values))), y=values, mode="lines+markers", name=name))
-    fig.update_layout(title=title, xaxis_title="after task", xaxis_dtick=1, yaxis_title=y_title, yaxis_range=[0, 101],
-                      height=320, margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(title=title, xaxis_title="after task", xaxis_dtick=1, yaxis_title=y_title,
+                      yaxis_range=[0, 101], height=320, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 
@@ -42,7 +44,8 @@ def image(array, scale=8):
     from PIL import Image
     array = np.asarray(array)
     pixels = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-    picture = Image.fromarray(pixels[0]) if pixels.shape[0] == 1 else Image.fromarray(pixels.transpose(1, 2, 0))
+    picture = (Image.fromarray(pixels[0]) if pixels.shape[0] == 1
+               else Image.fromarray(pixels.transpose(1, 2, 0)))
     return picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
 
 
@@ -61,7 +64,8 @@ def heatmaps(maps, titles):
 
 
 def probabilities(labels, values, title, highlight=None):
-    colours = [task_colour(i) if highlight is None or i == highlight else FREE_COLOUR for i in range(len(values))]
+    colours = [task_colour(i) if highlight is None or i == highlight else FREE_COLOUR
+               for i in range(len(values))]
     fig = go.Figure(go.Bar(x=labels, y=values, marker_color=colours, text=[f"{v:.2f}" for v in values],
                            hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
     fig.update_layout(title=title, yaxis_range=[0, 1], height=280, margin=dict(l=10, r=10, t=40, b=10))
@@ -82,7 +86,8 @@ def stacked_shares(shares, title, y_title):
     for index, part in enumerate(parts):
         name = owner_label(part) if isinstance(part, int) else part
         colour = FREE_COLOUR if name == "free" else task_colour(part if isinstance(part, int) else index)
-        fig.add_trace(go.Bar(x=layers, y=[shares[layer][part] for layer in layers], name=name, marker_color=colour,
+        fig.add_trace(go.Bar(x=layers, y=[shares[layer][part] for layer in layers], name=name,
+                             marker_color=colour,
                              hovertemplate=f"{name}, %{{x}}: %{{y:.1%}}<extra></extra>"))
     fig.update_layout(barmode="stack", title=title, yaxis_title=y_title, yaxis_tickformat=".0%", height=320,
                       margin=dict(l=10, r=10, t=40, b=10))
@@ -110,7 +115,8 @@ def heat_png(heat, size=84):
     v = heat / (np.abs(heat).max() or 1.0)
     red, blue = np.clip(v, 0, 1), np.clip(-v, 0, 1)
     rgb = np.stack([1 - blue, 1 - red - blue, 1 - red], axis=-1).clip(0, 1)
-    picture = Image.fromarray((rgb * 255).round().astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
+    pixels = (rgb * 255).round().astype(np.uint8)
+    picture = Image.fromarray(pixels).resize((size, size), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     picture.save(buffer, "PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
@@ -142,7 +148,8 @@ def pathway_graph(view):
     rows = max([len(layer["top"]) for layer in layers] + [len(view["classes"]), 3])
     x_range, y_range = [-0.45, last + 0.75], [rows - 0.45, -1.0]
     geometry = _Geometry(x_range, y_range, GRAPH_WIDTH - 20, ROW_PX * (y_range[0] - y_range[1]))
-    positions = {(i, unit): (i + 1, r) for i, layer in enumerate(layers) for r, unit in enumerate(layer["top"])}
+    positions = {(i, unit): (i + 1, r)
+                 for i, layer in enumerate(layers) for r, unit in enumerate(layer["top"])}
     positions.update({(CLASS_NODE, node["row"]): (last, r) for r, node in enumerate(view["classes"])})
     positions[("input", 0)] = (0, 2)
     fig = go.Figure()
@@ -222,14 +229,16 @@ def _unit_column(fig, i, layer, view, geometry):
         labels = [f"<b>{layer['name']}·{u}</b> <span style='color:{colour}'>({name})</span><br>"
                   f"R {layer['relevance'][u]:+.2f} · {layer['share'][u]:.0%}" for _, u in nodes]
         hover = [f"{layer['name']} unit {u}, frozen by {name}<br>relevance {layer['relevance'][u]:+.3f} "
-                 f"({layer['share'][u]:.0%} of the layer's |R|)<br>click: what this unit sees" for _, u in nodes]
+                 f"({layer['share'][u]:.0%} of the layer's |R|)<br>click: what this unit sees"
+                 for _, u in nodes]
         chosen = [k for k, (_, u) in enumerate(nodes) if selected == (i, int(u))]
         fig.add_trace(go.Scatter(
             x=[x] * len(nodes), y=[r for r, _ in nodes], mode="markers+text", text=labels,
             textposition="bottom center", textfont=dict(size=10, color="#222"), hovertext=hover,
             hoverinfo="text", customdata=[[i, int(u)] for _, u in nodes], name=name, legendgroup=name,
             showlegend=name not in view["legend_done"], selectedpoints=chosen if selected else None,
-            marker=dict(symbol="square", size=THUMB_PX + 4, color="rgba(0,0,0,0)", line=dict(width=4, color=colour)),
+            marker=dict(symbol="square", size=THUMB_PX + 4, color="rgba(0,0,0,0)",
+                        line=dict(width=4, color=colour)),
             unselected=dict(marker=dict(opacity=0.35), textfont=dict(color="#555"))))
         view["legend_done"].add(name)
     _shared_marks(fig, x, layer, view, geometry)
@@ -241,8 +250,9 @@ def _shared_marks(fig, x, layer, view, geometry):
     if other is None:
         return
     shared = [r for r, unit in enumerate(layer["top"]) if other["kept"][layer["index"]][unit]]
-    fig.add_trace(go.Scatter(x=[x + geometry.thumb_x / 2] * len(shared), y=[r - geometry.thumb_y / 2 for r in shared],
-                             mode="markers", hoverinfo="skip", name=f"also in task {other['task']}'s subnetwork",
+    fig.add_trace(go.Scatter(x=[x + geometry.thumb_x / 2] * len(shared),
+                             y=[r - geometry.thumb_y / 2 for r in shared], mode="markers", hoverinfo="skip",
+                             name=f"also in task {other['task']}'s subnetwork",
                              legendgroup="shared", showlegend="shared" not in view["legend_done"],
                              marker=dict(symbol="diamond", size=13, color=task_colour(other["task"]),
                                          line=dict(width=1.5, color="black"))))

@@ -24,10 +24,12 @@ def graph_view(run, pathway, x, class_probs, other=None, selected=None):
     n_layers = len(pathway.layers)
     task = run.tasks[pathway.task]
     layers = [_layer_view(i, layer) for i, layer in enumerate(pathway.layers)]
-    edges = [{"lower": node_key(e.lower, e.lower_unit, n_layers), "upper": node_key(e.upper, e.upper_unit, n_layers),
+    edges = [{"lower": node_key(e.lower, e.lower_unit, n_layers),
+              "upper": node_key(e.upper, e.upper_unit, n_layers),
               "flow": e.relevance, "gap": e.lower} for e in pathway.edges]
     classes = [{"row": int(row), "name": task.class_names[int(row) - task.offset], "p": class_probs[int(row)],
-                "logit": float(pathway.logits[int(row) - task.offset]), "explained": int(row) == pathway.target}
+                "logit": float(pathway.logits[int(row) - task.offset]),
+                "explained": int(row) == pathway.target}
                for row in task_rows_explained_first(pathway)]
     explained = task.class_names[pathway.target - task.offset]
     return {"title": f"Why “{explained}”? This input through <b>task {task.index}</b>'s subnetwork",
