@@ -4,11 +4,10 @@ import numpy as np
 import streamlit as st
 
 from rerelrp_core.errors import UserError
-from rerelrp_core.explain import explain_image, prepare_upload
-from rerelrp_core.pathways import explain_pathway
+from rerelrp_core.explain import prepare_upload
 from ui import figures
 from ui.pathway_view import graph_view
-from ui.state import ROOT, current_run, data_tasks, memo, references
+from ui.state import ROOT, current_run, data_tasks, explanation, pathway, references
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
 SAMPLES = sorted((ROOT / "assets" / "samples").glob("*.png"))
@@ -24,7 +23,6 @@ if not run.tasks_done:
     st.warning("This run has no finished task yet.")
     st.stop()
 tasks, missing_data = data_tasks(run)
-run_key = st.session_state.get("run_path")
 
 
 def pick(choice):
@@ -81,27 +79,27 @@ def uploads():
 
 
 def chosen_image(upload):
-    """(image batch (1, C, H, W), caption, key) of the current choice, or (None, message, None)."""
+    """(image batch (1, C, H, W), caption) of the current choice, or (None, message)."""
     choice = st.session_state.get("explore_pick")
     if choice is None and tasks:
         choice = ("test", 0, 0)
     if choice is None:
-        return None, "Upload an image or pick a sample.", None
+        return None, "Upload an image or pick a sample."
     invert = {"auto": "auto", "no": False, "yes": True}[st.session_state.get("invert", "auto")]
     try:
         if choice[0] == "test" and tasks:
             _, t, i = choice
             task = tasks[t]
             true_class = task.class_names[int(task.y_test[i])]
-            return task.x_test[i:i + 1], f"test image {i} of task {t} (true class: {true_class})", choice
+            return task.x_test[i:i + 1], f"test image {i} of task {t} (true class: {true_class})"
         if choice[0] == "sample":
             data = (ROOT / "assets" / "samples" / choice[1]).read_bytes()
-            return prepare_upload(run, data, invert), f"sample {choice[1]}", choice + (invert,)
+            return prepare_upload(run, data, invert), f"sample {choice[1]}"
         if choice[0] == "upload" and upload is not None:
-            return prepare_upload(run, upload.getvalue(), invert), upload.name, choice + (invert,)
+            return prepare_upload(run, upload.getvalue(), invert), upload.name
     except UserError as error:
         st.error(f"{choice[1]}: {error}")
-    return None, "Upload an image or pick a sample.", None
+    return None, "Upload an image or pick a sample."
 
 
 source, uploader = st.tabs(["Test images", "Upload or sample"])
@@ -109,26 +107,18 @@ with source:
     gallery()
 with uploader:
     upload = uploads()
-x, caption, image_key = chosen_image(upload)
+x, caption = chosen_image(upload)
 if x is None:
     st.info(caption)
     st.stop()
 
 
-def explained():
-    with shared.borrow() as replica:
-        return explain_image(replica, x)
-
-
 def pathway_of(task, target=None):
-    def compute():
-        with shared.borrow() as replica:
-            return explain_pathway(replica.learner, x, task, target, top_units=6, top_edges=4, classes=True)
-    return memo((run_key, image_key, "pathway", task, target), compute)
+    return pathway(shared, x, task, target)
 
 
 with st.spinner("Running every subnetwork with LRP…"):
-    result = memo((run_key, image_key, "explain"), explained)
+    result = explanation(shared, x)
 recognised = result["task"]
 
 # -- what the model sees, what it says ---------------------------------------------------------
@@ -264,13 +254,9 @@ def unit_heatmap(layer, unit):
     if unit in top:
         return path.layers[layer].heatmaps[top.index(unit)]
 
-    def compute():
-        units = [None] * len(path.layers)
-        units[layer] = [unit]
-        with shared.borrow() as replica:
-            return explain_pathway(replica.learner, x, chosen, path.target, top_units=1, units=units)
-    alone = memo((run_key, image_key, "unit", chosen, path.target, layer, unit), compute)
-    return alone.layers[layer].heatmaps[0]
+    units = [None] * len(path.layers)
+    units[layer] = [unit]
+    return pathway(shared, x, chosen, path.target, units).layers[layer].heatmaps[0]
 
 
 def unit_view(layer, unit):

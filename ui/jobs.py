@@ -63,6 +63,7 @@ class TrainingJob:
         save_run(run, self.partial)
 
     def _work(self):
+        _lower_priority()
         try:
             dataset = load_dataset(self.dataset)
             self.events.append(Progress(Stage.DATA, 1, 1, images=len(dataset.x_train)))
@@ -85,3 +86,12 @@ class TrainingJob:
             self.state = "failed"
         finally:
             self.ended = time.time()
+
+
+def _lower_priority():
+    """Give this training thread a nice value of 10 (Linux schedules threads one by one): on a
+    small server, people exploring runs should not wait behind a training."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass    # not Linux, or not allowed: train at normal priority

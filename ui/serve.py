@@ -5,6 +5,7 @@ imports torch, zennit and scikit-learn, opens the bundled demo run and explains 
 the first page view only draws. Without it (plain ``streamlit run app.py``) the app works the same,
 its first view is just slower.
 """
+import os
 import sys
 import threading
 from pathlib import Path
@@ -18,6 +19,11 @@ def warm_up():
 
 
 def main():
+    # One intra-op thread per computation: a server answers several sessions (and a training) at
+    # once, and torch's thread pools on every request would fight over the cores (measured: a
+    # pathway under load took 65x longer with 2 threads than with 1). RERELRP_TORCH_THREADS overrides.
+    import torch
+    torch.set_num_threads(int(os.environ.get("RERELRP_TORCH_THREADS", "1")))
     threading.Thread(target=warm_up, daemon=True, name="warm-up").start()
     app = str(Path(__file__).resolve().parent.parent / "app.py")
     sys.argv = ["streamlit", "run", app, *sys.argv[1:]]

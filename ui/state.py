@@ -6,6 +6,8 @@ borrows its own replica of the model (``with shared.borrow() as run``), so peopl
 same run never wait for one another. Uploads, selections and runs in progress live in
 ``st.session_state``, so sessions never see each other's.
 """
+import collections
+import hashlib
 import os
 import threading
 import weakref
@@ -16,6 +18,8 @@ import streamlit as st
 import rerelrp_core  # noqa: F401
 from rerelrp_core.data import SplitConfig, load_dataset, make_tasks
 from rerelrp_core.errors import UserError
+from rerelrp_core.explain import explain_image
+from rerelrp_core.pathways import explain_pathway
 from rerelrp_core.registry import list_runs
 from rerelrp_core.runs import load_run
 from rerelrp_core.sharing import SharedRun
@@ -35,9 +39,8 @@ def _cached_run(path, stamp):
 
 
 def preload(path):
-    """Open a run and explain one of its test images once, outside any session (see ui/serve.py);
-    the explanation runs on a borrowed replica, so early visitors are never disturbed."""
-    from rerelrp_core.explain import explain_image
+    """Open a run and explain the first image Explore shows, outside any session (see
+    ui/serve.py); it runs on a borrowed replica, so early visitors are never disturbed."""
     path = Path(path)
     if not (path / "run.json").exists():
         return
@@ -166,12 +169,47 @@ def references(shared, tasks):
         return _REFERENCE_JOBS[shared]
 
 
-def memo(key, compute, size=16):
-    """``compute()`` once per ``key`` in this session (the last ``size`` keys are kept): a click on
-    the page redraws it from what the previous rerun computed."""
-    store = st.session_state.setdefault("_memo", {})
-    if key not in store:
-        if len(store) >= size:
-            store.pop(next(iter(store)))
-        store[key] = compute()
-    return store[key]
+_RESULTS = weakref.WeakKeyDictionary()   # SharedRun -> OrderedDict of computed results
+_RESULTS_LOCK = threading.Lock()
+
+
+def memo(shared, key, compute, size=64):
+    """``compute()`` once per ``key`` for run ``shared``, shared by every session (the last ``size``
+    keys per run are kept): a click redraws the page from what an earlier rerun computed, and many
+    people looking at the same image of the same run (a class, a demo) pay for it once. Results are
+    deterministic for a key, so two sessions computing one at the same time is harmless."""
+    with _RESULTS_LOCK:
+        store = _RESULTS.setdefault(shared, collections.OrderedDict())
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+    value = compute()
+    with _RESULTS_LOCK:
+        store[key] = value
+        while len(store) > size:
+            store.popitem(last=False)
+    return value
+
+
+def image_key(x):
+    """What the model sees decides every result: its bytes are the cache key of an image."""
+    return hashlib.sha1(x.numpy().tobytes()).hexdigest()
+
+
+def explanation(shared, x):
+    """:func:`~rerelrp_core.explain.explain_image` of ``x`` on a borrowed replica, cached per run."""
+    def compute():
+        with shared.borrow() as run:
+            return explain_image(run, x)
+    return memo(shared, (image_key(x), "explain"), compute)
+
+
+def pathway(shared, x, task, target=None, units=None):
+    """:func:`~rerelrp_core.pathways.explain_pathway` of ``x`` through ``task``'s subnetwork (the
+    top 6 units per layer, or ``units``), on a borrowed replica, cached per run."""
+    def compute():
+        with shared.borrow() as run:
+            return explain_pathway(run.learner, x, task, target, top_units=6, top_edges=4, classes=True,
+                                   units=units)
+    frozen = None if units is None else tuple(None if u is None else tuple(u) for u in units)
+    return memo(shared, (image_key(x), "pathway", task, target, frozen), compute)
