@@ -43,7 +43,8 @@ async def explore_once(browser, url, latencies, errors):
     try:
         await page.goto(url, timeout=120_000)
         await page.get_by_text("Recognised task", exact=True).wait_for(timeout=120_000)
-        await page.locator(".js-plotly-plot", has_text="click a class to explain it").wait_for(timeout=120_000)
+        graph = page.locator(".js-plotly-plot", has_text="click a class to explain it")
+        await graph.wait_for(timeout=120_000)
         latencies.append(time.perf_counter() - started)
         if await page.locator('[data-testid="stException"]').count():
             errors.append("exception shown on the page")

@@ -20,6 +20,7 @@ from rerelrp_core.data import load_dataset, make_tasks  # noqa: E402
 from rerelrp_core.learners import accuracy  # noqa: E402
 from rerelrp_core.recognition import RECOGNITION_PRESETS  # noqa: E402
 from rerelrp_core.runs import load_run  # noqa: E402
+from rerelrp_core.task_recognition import TaskRecogniser  # noqa: E402
 
 from common import machine, write_results  # noqa: E402
 
@@ -71,7 +72,7 @@ def main():
     tasks = make_tasks(load_dataset(run.dataset), run.split)[:run.tasks_done]
     meta = machine(learner.device)
     print(meta)
-    base, base_config = learner.recognition, learner.config
+    base, base_config = learner.recogniser.config, learner.config
     rows = []
     for name, overrides in OPTIONS.items():
         if args.options and name not in args.options:
@@ -80,12 +81,11 @@ def main():
         # which is already done here); the rest are recognition settings
         learner.config = replace(base_config,
                                  ref_per_class=overrides.get("ref_per_class", base_config.ref_per_class))
-        learner.recognition = replace(base, **{k: v for k, v in overrides.items() if k != "ref_per_class"})
-        learner.features, learner.selected = {}, {}
+        options = replace(base, **{k: v for k, v in overrides.items() if k != "ref_per_class"})
+        learner.recogniser = TaskRecogniser(options, sum(learner.model.layer_sizes()), base_config.seed)
         for task in tasks:
-            x_ref, _ = learner.reference_set(task)
-            learner.store_relevance_features(task, x_ref)
-        learner.fit_recognisers()
+            samples = learner.recognition_samples(task)
+            learner.recogniser.add_task(task.index, learner.subnetworks(samples, range(task.index + 1)))
         val_rec, val_tag = recognition_scores(learner, tasks, "heldout")
         test_rec, test_tag = recognition_scores(learner, tasks, "test")
         rows.append({"option": name, "val_task_rec": round(val_rec, 2), "val_tag": round(val_tag, 2),

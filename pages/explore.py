@@ -23,13 +23,21 @@ if not run.tasks_done:
     st.warning("This run has no finished task yet.")
     st.stop()
 tasks, missing_data = data_tasks(run)
+has_masks = run.learner.ownership is not None
+EXPLORE_KEYS = ("explore_pick", "explore_unit", "explore_target", "explore_subnetwork", "explore_overlay",
+                "seen-index", "seen-upload")
+if st.session_state.get("explore_run") != st.session_state.get("run_path"):
+    # another run: its images, units and tasks are not this run's
+    for key in EXPLORE_KEYS:
+        st.session_state.pop(key, None)
+    st.session_state["explore_run"] = st.session_state.get("run_path")
 
 
 def pick(choice):
     """Remember the chosen image (and forget the unit clicked on the previous one)."""
     st.session_state["explore_pick"] = choice
-    st.session_state.pop("explore_unit", None)
-    st.session_state.pop("explore_target", None)
+    for key in ("explore_unit", "explore_target", "explore_subnetwork", "explore_overlay"):
+        st.session_state.pop(key, None)      # a new image starts at its own recognised task
 
 
 def pick_when_new(source, choice):
@@ -52,10 +60,9 @@ def gallery():
     index = c2.number_input("…or test image number", 0, len(tasks[t].x_test) - 1, None, key="gallery_index",
                             help="Any test image of this task by its index.")
     pick_when_new("index", None if index is None else ("test", t, int(index)))
-    columns = st.columns(GALLERY)
-    step = max(1, len(tasks[t].x_test) // GALLERY)
-    for slot, column in enumerate(columns):
-        i = slot * step
+    n = len(tasks[t].x_test)
+    shown = list(range(0, n, max(1, n // GALLERY)))[:GALLERY]
+    for i, column in zip(shown, st.columns(len(shown))):
         column.image(figures.image(tasks[t].x_test[i].numpy(), scale=3),
                      caption=tasks[t].class_names[int(tasks[t].y_test[i])], width="stretch")
         column.button("Explore", key=f"gallery-{t}-{i}", on_click=pick, args=(("test", t, i),),
@@ -89,6 +96,8 @@ def chosen_image(upload):
     try:
         if choice[0] == "test" and tasks:
             _, t, i = choice
+            if t >= len(tasks) or i >= len(tasks[t].x_test):    # from a run with more test images
+                t, i = 0, 0
             task = tasks[t]
             true_class = task.class_names[int(task.y_test[i])]
             return task.x_test[i:i + 1], f"test image {i} of task {t} (true class: {true_class})"
@@ -152,15 +161,16 @@ def why_sentence():
     share = magnitude[leaders].sum() / (magnitude.sum() or 1.0)
     owners = [figures.owner_label(int(top_layer.owner[u])) for u in leaders]
     names = " and ".join(unit_name(len(decision.layers) - 1, u) for u in leaders)
-    if len(leaders) == 1:
-        carriers = f"unit {names}, frozen by {owners[0]}, carries"
-    elif len(set(owners)) == 1:
-        carriers = f"units {names}, both frozen by {owners[0]}, carry"
-    else:
-        carriers = f"units {names}, frozen by {' and '.join(owners)}, carry"
+    frozen = ("" if not has_masks else f", frozen by {owners[0]}," if len(leaders) == 1
+              else f", both frozen by {owners[0]}," if len(set(owners)) == 1
+              else f", frozen by {' and '.join(owners)},")
+    carriers = f"unit {names}{frozen} carries" if len(leaders) == 1 else f"units {names}{frozen} carry"
     verdict = (f"The recogniser chain gives task {recognised} {result['task_probs'][recognised]:.2f}"
                if result["task_probs"] is not None else
                f"This method has no task recogniser: the class it predicts belongs to task {recognised}")
+    if not has_masks:
+        return (f"{verdict}. In the whole network (this method has no subnetworks), {carriers} {share:.0%} "
+                f"of this input's relevance in {top_layer.name}.")
     kept = int(top_layer.kept.sum())
     return (f"{verdict}. Inside task {recognised}'s subnetwork, {carriers} {share:.0%} of this input's "
             f"relevance in {top_layer.name} (the subnetwork keeps {kept} of its "
@@ -181,7 +191,8 @@ def reuse_sentence():
 
 st.subheader(f"Why task {recognised}?")
 st.markdown(why_sentence())
-st.caption(reuse_sentence())
+if has_masks:
+    st.caption(reuse_sentence())
 deciding = [(len(decision.layers) - 1, int(u), r)
             for r, u in enumerate(decision.layers[-1].top[:3])]
 st.plotly_chart(figures.heatmaps([decision.layers[i].heatmaps[r] for i, _, r in deciding],
@@ -202,18 +213,21 @@ if result["recognisers"]:
 # -- the pathway -------------------------------------------------------------------------------
 st.subheader("Pathway: from the input to the class, unit by unit")
 c1, c2 = st.columns(2)
-chosen = c1.selectbox("Subnetwork", range(run.tasks_done), index=recognised, key="explore_subnetwork",
+chosen = c1.selectbox("Subnetwork" if has_masks else "Task (the whole network, this task's classes)",
+                      range(run.tasks_done), index=recognised, key="explore_subnetwork",
                       format_func=lambda m: f"task {m}" + (" (recognised)" if m == recognised else ""))
-overlay = c2.selectbox("Overlay a second subnetwork",
-                       [None] + [m for m in range(run.tasks_done) if m != chosen],
-                       format_func=lambda m: "— none —" if m is None else f"task {m}", key="explore_overlay",
-                       help="Marks the units of this pathway that the other task's subnetwork uses too.")
+overlay = None
+if has_masks:
+    overlay = c2.selectbox("Overlay a second subnetwork",
+                           [None] + [m for m in range(run.tasks_done) if m != chosen],
+                           format_func=lambda m: "— none —" if m is None else f"task {m}",
+                           key="explore_overlay",
+                           help="Marks the units of this pathway that the other task's subnetwork uses too.")
 target = st.session_state.get("explore_target")
-target = target if target is not None and run.tasks[chosen].offset <= target < run.tasks[chosen].offset + \
-    run.tasks[chosen].n_classes else None
+target = target if target is not None and run.tasks[chosen].has_row(target) else None
 path = pathway_of(chosen, target)
 other = None
-if overlay is not None and run.learner.ownership is not None:
+if overlay is not None:
     other = (overlay, [m.numpy() > 0 for m in run.learner.task_masks(overlay)])
 logits = path.logits - path.logits.max()
 probs = np.exp(logits) / np.exp(logits).sum()
@@ -261,7 +275,8 @@ def unit_heatmap(layer, unit):
 
 def unit_view(layer, unit):
     name, owner = path.layers[layer].name, int(path.layers[layer].owner[unit])
-    st.markdown(f"#### What {name}/{unit} sees — frozen by {figures.owner_label(owner)}")
+    frozen = f" — frozen by {figures.owner_label(owner)}" if has_masks else ""
+    st.markdown(f"#### What {name}/{unit} sees{frozen}")
     left, right = st.columns([1, 2])
     left.plotly_chart(figures.heatmaps([unit_heatmap(layer, unit)],
                                        [f"{name}/{unit}: this input, through it alone"]),
@@ -276,9 +291,15 @@ def unit_view(layer, unit):
     unit_references(layer, unit)
 
 
-@st.fragment(run_every=1.0)
 def reference_images(layer, unit):
+    """The unit's reference images; while they are being computed, this part of the page (only)
+    looks again every second."""
     job = references(shared, tasks)
+    ready = job.error or job.result is not None
+    st.fragment(run_every=None if ready else 1.0)(reference_part)(job, layer, unit)
+
+
+def reference_part(job, layer, unit):
     if job.error:
         st.error(f"Reference images could not be computed: {job.error}")
     elif job.result is None:

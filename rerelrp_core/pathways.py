@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .relevance import lrp_context, recording, relevance_batch
+from .relevance import lrp_context, per_unit, recording, relevance_batch
 
 INPUT = -1       # Edge.lower of an edge into the input image (its lower_unit is 0)
 NOT_GATED = -1   # _Plan.layer of a row whose relevance is never rewritten (row 0, class rows)
@@ -232,7 +232,7 @@ def _plan(spec, target, kept, top_units, fixed, classes):
     n_classes = 1
     if classes:
         # a target outside the task's rows leaves all of the task's classes to explain
-        n_classes += spec.n_classes - (target is None or spec.offset <= target < spec.offset + spec.n_classes)
+        n_classes += spec.n_classes - (target is None or spec.has_row(target))
     counts = [len(f) if f is not None else min(top_units, int(k.sum())) for f, k in zip(fixed, kept)]
     layer = ([NOT_GATED] * n_classes + list(range(len(kept)))
              + [i for i, n in enumerate(counts) for _ in range(n)])
@@ -306,14 +306,9 @@ def _rewrite(grad, plan, layer):
 
 def _most_relevant(relevance, kept, k):
     """The ``k`` kept units with the largest |relevance| (one sample's (units, ...) relevance)."""
-    score = _per_unit(relevance.unsqueeze(0))[0].abs().cpu()
+    score = per_unit(relevance.unsqueeze(0))[0].abs().cpu()
     score[~kept] = -1.0     # below any |relevance|: a pruned unit is never chosen
     return torch.argsort(score, descending=True, stable=True)[:k]
-
-
-def _per_unit(tensor):
-    """(N, units, ...) -> (N, units), summing conv maps over their spatial positions."""
-    return tensor.sum(dim=tuple(range(2, tensor.dim()))) if tensor.dim() > 2 else tensor
 
 
 # -- the plain-data result --------------------------------------------------------------------
@@ -322,7 +317,7 @@ def _per_unit(tensor):
 def _assemble(learner, spec, plan, grads, outputs, top_edges):
     """Cut the stacked pass into the Pathway's plain arrays; ``outputs``: row 0's logits and features."""
     logits, features = outputs
-    units = [_per_unit(g) for g in grads[:-1]]
+    units = [per_unit(g) for g in grads[:-1]]
     heat = grads[-1].sum(1)                 # (rows, H, W): channels summed
     layers = [_layer(i, layer.name, owner, plan, units, heat)
               for i, (layer, owner) in enumerate(zip(learner.model.unit_layers, learner.unit_owners()))]

@@ -51,7 +51,6 @@ class LRPPass(NamedTuple):
     units: list          # per layer, raw unit relevance (N, units)
     input: object        # input heatmap (N, C, H, W), or None when not asked for
     logits: object       # (N, outputs), detached
-    activations: list    # per layer, the mean output of every unit (N, units), detached
 
 
 def relevance_batch(modified, model, x, target_rows, want_input=False):
@@ -70,11 +69,11 @@ def relevance_batch(modified, model, x, target_rows, want_input=False):
         start[picked, target_rows] = logits.detach()[picked, target_rows]
         wrt = records + ([x] if want_input else [])
         grads = torch.autograd.grad(logits, wrt, grad_outputs=start)
-    return LRPPass([_per_unit(g) for g in grads[:len(records)]], grads[-1] if want_input else None,
-                   logits.detach(), [_per_unit(r.detach()) for r in records])
+    return LRPPass([per_unit(g) for g in grads[:len(records)]], grads[-1] if want_input else None,
+                   logits.detach())
 
 
-def _per_unit(tensor):
+def per_unit(tensor):
     """(N, units, ...) -> (N, units), summing conv maps over their spatial positions."""
     return tensor.sum(dim=tuple(range(2, tensor.dim()))) if tensor.dim() > 2 else tensor
 

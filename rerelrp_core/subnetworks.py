@@ -16,7 +16,6 @@ class SubnetworkPass(NamedTuple):
     features: list       # (N, units) normalised relevance, all unit layers concatenated
     predictions: list    # (N,) within-task class the subnetwork predicts
     logits: list         # (N, classes of that task) head outputs
-    activations: list    # (N, units) summed unit outputs
     heatmaps: list       # (N, C, H, W) input relevance, or None unless want_input
 
 
@@ -58,13 +57,11 @@ def subnetwork_pass(model, task_masks, tasks, x, batch_size=512, device=None, wa
 def _collect(parts, result, tasks, n, want_input):
     """Split one stacked LRP pass back into its subnetworks' rows."""
     vector = torch.cat(normalise(result.units), dim=1).detach().cpu()
-    activation = torch.cat(result.activations, dim=1).cpu()
     for i, task in enumerate(tasks):
         rows = slice(i * n, (i + 1) * n)
         sub_logits = result.logits[rows, task.rows].cpu()
         parts["features"][i].append(vector[rows])
         parts["logits"][i].append(sub_logits)
         parts["predictions"][i].append(sub_logits.argmax(1))
-        parts["activations"][i].append(activation[rows])
         if want_input:
             parts["heatmaps"][i].append(result.input[rows].detach().cpu())

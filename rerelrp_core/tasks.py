@@ -26,6 +26,10 @@ class TaskSpec:
         """The task's output rows (its head slice)."""
         return slice(self.offset, self.offset + self.n_classes)
 
+    def has_row(self, row):
+        """Whether global output row ``row`` is one of this task's classes."""
+        return self.offset <= row < self.offset + self.n_classes
+
     @property
     def spec(self):
         """Just the layout (drops whatever a subclass adds, e.g. images)."""
@@ -52,6 +56,6 @@ class TaskSpec:
 def class_of_row(tasks, row):
     """(task, class within the task) of global output row ``row``."""
     for task in tasks:
-        if task.offset <= row < task.offset + task.n_classes:
+        if task.has_row(row):
             return task, row - task.offset
     raise UserError(f"Output row {row} belongs to no task of this run.")

@@ -25,7 +25,7 @@ def test_relevance_conserved_as_the_rules_promise(digits_run, digits_tasks):
     task = digits_tasks[1]
     x, rows = task.x_val[:24], task.y_val[:24] + task.offset
     with lrp_context(model) as modified, model.subnetwork(learner.task_masks(1)):
-        units, heat, logits, _ = relevance_batch(modified, model, x, rows, want_input=True)
+        units, heat, logits = relevance_batch(modified, model, x, rows, want_input=True)
     conv1, conv2, fc1 = [u.detach().sum(1) for u in units]
     explained = logits[torch.arange(len(x)), rows] - model.head.bias.detach()[rows]
     torch.testing.assert_close(fc1, explained, rtol=1e-3, atol=1e-5)

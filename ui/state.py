@@ -205,11 +205,13 @@ def explanation(shared, x):
 
 
 def pathway(shared, x, task, target=None, units=None):
-    """:func:`~rerelrp_core.pathways.explain_pathway` of ``x`` through ``task``'s subnetwork (the
-    top 6 units per layer, or ``units``), on a borrowed replica, cached per run."""
+    """:func:`~rerelrp_core.pathways.explain_pathway` of ``x`` through ``task``'s subnetwork, on a
+    borrowed replica, cached per run: the graph's (top 6 units per layer, every class of the task),
+    or only the given ``units`` (one unit's heatmap: the smallest pass)."""
     def compute():
         with shared.borrow() as run:
-            return explain_pathway(run.learner, x, task, target, top_units=6, top_edges=4, classes=True,
-                                   units=units)
+            if units is not None:
+                return explain_pathway(run.learner, x, task, target, top_units=1, units=units)
+            return explain_pathway(run.learner, x, task, target, top_units=6, top_edges=4, classes=True)
     frozen = None if units is None else tuple(None if u is None else tuple(u) for u in units)
     return memo(shared, (image_key(x), "pathway", task, target, frozen), compute)

@@ -24,6 +24,16 @@ from ..task_recognition import NO_FEATURES, TaskRecogniser
 from .base import Learner
 
 
+def per_class_draw(labels, n_classes, per_class, seed):
+    """Indices of up to ``per_class`` random samples of every class (drawn with ``seed``)."""
+    draw = generator(seed)
+    picks = []
+    for c in range(n_classes):
+        rows = torch.nonzero(labels == c).flatten()
+        picks.append(rows[torch.randperm(len(rows), generator=draw)[:per_class]])
+    return torch.cat(picks)
+
+
 class ReReLRP(Learner):
     """LRP-guided pruning and freezing with task recognition from relevance."""
     method = "rerelrp"
@@ -35,9 +45,12 @@ class ReReLRP(Learner):
                                          config.seed)
         self.prune_log = []
 
-    def before_task(self, task):
+    def train_task(self, task, progress=None, should_stop=None):
         if self.recogniser is None:       # opened from a run saved before recognition existed
             raise UserError(NO_FEATURES)
+        return super().train_task(task, progress, should_stop)
+
+    def before_task(self, task):
         if self.config.reinit_free and self.ownership.n_tasks:
             self._reinit_free_units(task)
 
@@ -104,12 +117,8 @@ class ReReLRP(Learner):
 
     def reference_set(self, task):
         """Up to ``ref_per_class`` random training samples per class (seeded), with their rows."""
-        draw = generator(self.config.seed * 1000 + 500 + task.index)
-        picks = []
-        for c in range(task.n_classes):
-            rows = torch.nonzero(task.y_train == c).flatten()
-            picks.append(rows[torch.randperm(len(rows), generator=draw)[:self.config.ref_per_class]])
-        idx = torch.cat(picks)
+        idx = per_class_draw(task.y_train, task.n_classes, self.config.ref_per_class,
+                             self.config.seed * 1000 + 500 + task.index)
         return task.x_train[idx], task.y_train[idx] + task.offset
 
     def consolidate(self, task, progress=None):
@@ -126,8 +135,8 @@ class ReReLRP(Learner):
         if progress:
             progress(Progress(Stage.PRUNE, 2, 3, task.index, pruned=result.n_pruned,
                               kept=self.prune_log[-1]["kept"], passes=self.prune_log[-1]["passes"]))
-        x = torch.cat([x_ref, task.x_val[self.recognition_indices(task)]])
-        self.recogniser.add_task(task.index, self.subnetworks(x, range(task.index + 1)))
+        samples = self.recognition_samples(task)
+        self.recogniser.add_task(task.index, self.subnetworks(samples, range(task.index + 1)))
         if progress:
             progress(Progress(Stage.RECOGNISERS, 3, 3, task.index))
         self.timing["consolidate"] += time.perf_counter() - started
@@ -149,13 +158,13 @@ class ReReLRP(Learner):
     def recognition_indices(self, task):
         """Indices of the validation images (``val_per_class`` per class, seeded) whose relevance
         vectors join the reference set's for recognition; the rest of validation stays unseen."""
-        draw = generator(self.config.seed * 1000 + 700 + task.index)
-        picks = []
-        for c in range(task.n_classes):
-            rows = torch.nonzero(task.y_val == c).flatten()
-            order = torch.randperm(len(rows), generator=draw)
-            picks.append(rows[order[:self.recogniser.config.val_per_class]])
-        return torch.cat(picks)
+        return per_class_draw(task.y_val, task.n_classes, self.recogniser.config.val_per_class,
+                              self.config.seed * 1000 + 700 + task.index)
+
+    def recognition_samples(self, task):
+        """The images whose relevance task recognition stores for ``task``: its reference set and a
+        seeded slice of its validation images (the images themselves are never kept)."""
+        return torch.cat([self.reference_set(task)[0], task.x_val[self.recognition_indices(task)]])
 
     def can_recognise(self):
         return self.recogniser is not None and self.recogniser.ready(self.ownership.n_tasks)
