@@ -99,7 +99,7 @@ class TrainConfig:
     relevance_batch: samples per LRP pass.
     recognition: overrides of :class:`~rerelrp_core.recognition.RecognitionConfig` fields.
     seed: seed of initialisation, shuffling and sample draws.
-    device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
     """
     method: str = option("rerelrp", None, "--method")
     arch: str = option("cnn", None, "--model")
@@ -163,8 +163,9 @@ def make_config(recognition="ours", **options):
     """The one place a TrainConfig is built from user options (CLI, Train page, scripts).
 
     ``recognition`` is a preset name (``ours`` or ``faithful``) or a dict of settings; every other
-    keyword is a :class:`TrainConfig` field. Options given as None take their default, so callers can
-    pass whatever their user left empty (every option that may be None defaults to None)."""
+    keyword is a :class:`TrainConfig` field. Other options given as None take their default, so
+    callers can pass whatever their user left empty (every option that may be None defaults to
+    None)."""
     if isinstance(recognition, str):
         if recognition not in RECOGNITION_PRESETS:
             raise UserError(f"Option recognition (--recognition) must be one of "

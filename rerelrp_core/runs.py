@@ -144,6 +144,7 @@ def load_run(folder, device=None):
     except (TypeError, AttributeError, KeyError, UserError) as error:
         raise UserError(f"{folder}: run.json has invalid settings ({error}).") from None
     n_done = len(state["history"]["acc_taw"])
+    _check_layout(folder, tasks)
     model = build_model(config.arch, state["input_shape"], sum(t.n_classes for t in tasks))
     try:
         weights = load_file(str(folder / "model.safetensors"))
@@ -158,6 +159,8 @@ def load_run(folder, device=None):
     learner = make_learner(model, config)
     try:
         learner.load_json_state(state.get("learner") or {}, tasks)
+        if len(learner.tasks) != n_done:
+            raise UserError(f"the learner has seen {len(learner.tasks)} tasks but the history holds {n_done}")
         learner.load_tensor_state(tensors, n_done)
     except UserError as error:
         raise UserError(f"{folder}: {error}.") from None
@@ -181,10 +184,22 @@ def _read_state(folder):
     for key, kind in REQUIRED.items():
         if not isinstance(state.get(key), kind):
             raise UserError(f"{folder}/run.json: field '{key}' is missing or not a {kind.__name__}.")
+    if state["version"] < 1:
+        raise UserError(f"{folder}/run.json has an unknown format version ({state['version']}).")
     if state["version"] > VERSION:
         raise UserError(f"{folder} was saved by a newer version (run format {state['version']}, this "
                         f"program reads up to {VERSION}); update rerelrp_core.")
     return state
+
+
+def _check_layout(folder, tasks):
+    """Tasks numbered 0, 1, ... in order, each starting where the previous one ends."""
+    offset = 0
+    for position, task in enumerate(tasks):
+        if task.index != position or task.offset != offset:
+            raise UserError(f"{folder}/run.json: task {position} has index {task.index} and offset "
+                            f"{task.offset}; expected {position} and {offset}.")
+        offset += task.n_classes
 
 
 def migrate(state, tensors):

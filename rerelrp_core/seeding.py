@@ -16,8 +16,10 @@ _LOCK = threading.Lock()
 
 @contextmanager
 def seeded(seed):
-    """torch's CPU generator seeded with ``seed`` for this block only, one block at a time."""
-    with _LOCK, torch.random.fork_rng(devices=[]):
+    """torch's generators seeded with ``seed`` for this block only, one block at a time."""
+    # manual_seed seeds the CUDA generators too: fork those as well, so they are put back
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with _LOCK, torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
 

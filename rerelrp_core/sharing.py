@@ -3,11 +3,14 @@
 LRP hooks the model it runs on and masked passes set masks on it, so a model being explained is
 shared state. :class:`SharedRun` lends each concurrent caller its own replica of the run (the same
 learner state, its own light copy of the model); replicas go back to a pool and are reused, so a
-server holds at most as many copies as it ever had simultaneous callers.
+server holds as many copies as it has simultaneous callers, and keeps at most ``IDLE_REPLICAS``
+between bursts.
 """
 import dataclasses
 import queue
 from contextlib import contextmanager
+
+IDLE_REPLICAS = 4     # copies kept for the next callers; more are made when more come at once
 
 
 class SharedRun:
@@ -15,7 +18,7 @@ class SharedRun:
 
     def __init__(self, run):
         self.run = run
-        self._idle = queue.SimpleQueue()
+        self._idle = queue.Queue(maxsize=IDLE_REPLICAS)
 
     @contextmanager
     def borrow(self):
@@ -27,4 +30,7 @@ class SharedRun:
         try:
             yield replica
         finally:
-            self._idle.put(replica)
+            try:
+                self._idle.put_nowait(replica)
+            except queue.Full:
+                pass      # a burst is over: let this copy go

@@ -199,6 +199,10 @@ class TaskRecogniser:
         for m in range(n_tasks):
             for t in range(m, n_tasks):
                 self.features[(m, t)] = self._checked_entry(tensors, m, t, tasks[m].n_classes)
+        for t in range(n_tasks):     # one row per sample of task t, through every subnetwork
+            if len({len(self.features[(m, t)][0]) for m in range(t + 1)}) > 1:
+                raise UserError(f"the relevance features of task {t} hold a different number of samples "
+                                "in different subnetworks")
         for r in range(n_tasks):
             self.selected[r] = self._checked_selection(tensors.get(f"selected.r{r}"), r)
         for m, t in self.features:

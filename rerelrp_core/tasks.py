@@ -47,7 +47,9 @@ class TaskSpec:
                        tuple(str(n) for n in values["class_names"]), int(values["offset"]))
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f"a task entry is malformed ({error!r})") from None
-        if len(spec.class_names) != spec.n_classes or spec.offset < 0:
+        if spec.offset < 0:
+            raise UserError(f"task {spec.index} has a negative offset ({spec.offset})")
+        if len(spec.class_names) != spec.n_classes:
             raise UserError(f"task {spec.index} has {spec.n_classes} classes "
                             f"but {len(spec.class_names)} names")
         return spec

@@ -77,3 +77,28 @@ def test_run_saved_before_recognition_existed_still_opens(digits_run, digits_tas
     # going on with it (a resumed run's next task) says why it cannot, instead of a KeyError
     with pytest.raises(UserError, match="saved before task recognition existed"):
         loaded.learner.train_task(digits_tasks[2])
+
+
+def edit_state(change):
+    def damage(folder):
+        state = json.loads((folder / "run.json").read_text())
+        change(state)
+        (folder / "run.json").write_text(json.dumps(state))
+    return damage
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["learner"].update(tasks_seen=2), "has seen 2 tasks but the history holds 3"),
+    (lambda s: s["learner"].update(tasks_seen="3"), "number of seen tasks"),
+    (lambda s: s["learner"].update(timing={"train": "fast"}), "timing"),
+    (lambda s: s["learner"].pop("timing"), "timing"),
+    (lambda s: s.update(version=0), "unknown format version"),
+    (lambda s: s["tasks"][1].update(offset=5), "task 1 has index 1 and offset 5; expected 1 and 2"),
+    (lambda s: s["tasks"][2].update(index=7), "task 2 has index 7"),
+    (lambda s: s["tasks"][0].update(offset=-1), "negative offset"),
+])
+def test_inconsistent_run_json_is_refused_clearly(digits_run, tmp_path, change, message):
+    save_run(digits_run, tmp_path / "run")
+    edit_state(change)(tmp_path / "run")
+    with pytest.raises(UserError, match=message):
+        load_run(tmp_path / "run")

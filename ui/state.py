@@ -3,8 +3,10 @@
 Heavy read-only objects (data sets, saved runs) are loaded once per server with
 ``st.cache_resource`` and shared by all sessions. A run is a :class:`SharedRun`: every computation
 borrows its own replica of the model (``with shared.borrow() as run``), so people looking at the
-same run never wait for one another. Uploads, selections and runs in progress live in
-``st.session_state``, so sessions never see each other's.
+same run never wait for one another. What Explore computes for an image (explanation, pathways) is
+cached per run across sessions, keyed by the image's bytes: a class looking at the same demo image
+pays for it once. Uploads, selections and runs in progress live in ``st.session_state``, so
+sessions never see each other's.
 """
 import collections
 import hashlib
@@ -48,9 +50,9 @@ def preload(path):
     _PRELOADED[(str(path), _stamp(path))] = shared
     tasks = (cached_tasks.__wrapped__(shared.run.dataset, vars(shared.run.split)) if shared.run.tasks_done
              else None)
-    if tasks:
-        with shared.borrow() as run:
-            explain_image(run, tasks[0].x_test[:1])
+    if tasks:     # what Explore shows first, computed once for every visitor
+        x = tasks[0].x_test[:1]
+        pathway(shared, x, explanation(shared, x)["task"])
 
 
 def _stamp(path):

@@ -109,7 +109,11 @@ class Learner:
             raise UserError(f"the learner's number of seen tasks ({seen!r}) does not fit the run's "
                             f"{len(tasks)} tasks")
         self.tasks = list(tasks[:seen])
-        self.timing = {k: float(v) for k, v in state.get("timing", {}).items()}
+        timing = state.get("timing")
+        if (not isinstance(timing, dict) or set(timing) != {"train", "consolidate"}
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in timing.values())):
+            raise UserError(f"the learner's timing ({timing!r}) must give seconds for train and consolidate")
+        self.timing = {k: float(v) for k, v in timing.items()}
 
     def tensor_state(self):
         """Method-specific tensors saved with a run (a flat name -> tensor dict)."""

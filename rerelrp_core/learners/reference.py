@@ -2,6 +2,7 @@
 and joint training (the upper bound: it keeps every image it has seen)."""
 import torch
 
+from ..errors import UserError
 from .base import Learner
 
 
@@ -44,4 +45,7 @@ class Joint(Learner):
 
     def load_json_state(self, state, tasks):
         super().load_json_state(state, tasks)
-        self.image_bytes = [int(b) for b in state.get("image_bytes", [])]
+        image_bytes = state.get("image_bytes", [])
+        if not isinstance(image_bytes, list) or not all(isinstance(b, int) and b >= 0 for b in image_bytes):
+            raise UserError(f"joint training's image_bytes ({image_bytes!r}) must be a list of byte counts")
+        self.image_bytes = image_bytes
