@@ -7,7 +7,7 @@ from rerelrp_core.errors import UserError
 from rerelrp_core.explain import prepare_upload
 from ui import figures
 from ui.pathway_view import graph_view
-from ui.state import ROOT, current_run, data_tasks, explanation, pathway, references
+from ui.state import ROOT, current_run, data_tasks, explanation, image_key, memo, pathway, references
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
 SAMPLES = sorted((ROOT / "assets" / "samples").glob("*.png"))
@@ -122,6 +122,12 @@ if x is None:
     st.stop()
 
 
+def cached_figure(name, build):
+    """A figure of this image, built once per run and shared by every session (figures are only
+    read when drawn)."""
+    return memo(shared, (image_key(x), "figure", name), build)
+
+
 def pathway_of(task, target=None):
     return pathway(shared, x, task, target)
 
@@ -195,10 +201,11 @@ if has_masks:
     st.caption(reuse_sentence())
 deciding = [(len(decision.layers) - 1, int(u), r)
             for r, u in enumerate(decision.layers[-1].top[:3])]
-st.plotly_chart(figures.heatmaps([decision.layers[i].heatmaps[r] for i, _, r in deciding],
-                                 [f"{unit_name(i, u)} "
-                                  f"({figures.owner_label(int(decision.layers[i].owner[u]))})"
-                                  for i, u, _ in deciding]), width="stretch", key="deciding")
+deciding_titles = [f"{unit_name(i, u)} ({figures.owner_label(int(decision.layers[i].owner[u]))})"
+                   for i, u, _ in deciding]
+deciding_maps = [decision.layers[i].heatmaps[r] for i, _, r in deciding]
+st.plotly_chart(cached_figure("deciding", lambda: figures.heatmaps(deciding_maps, deciding_titles)),
+                width="stretch", key="deciding")
 st.caption("What the deciding units see: the input relevance that flows through each of them alone "
            "(red = evidence for the class, blue = against).")
 if result["recognisers"]:
@@ -233,8 +240,9 @@ logits = path.logits - path.logits.max()
 probs = np.exp(logits) / np.exp(logits).sum()
 class_probs = {int(row): float(p) for row, p in zip(path.task_rows, probs)}
 selected = st.session_state.get("explore_unit")
-view = graph_view(run, path, x, class_probs, other, selected)
-event = st.plotly_chart(figures.pathway_graph(view), on_select="rerun", selection_mode="points",
+graph = cached_figure(("pathway", chosen, target, overlay, selected),
+                      lambda: figures.pathway_graph(graph_view(run, path, x, class_probs, other, selected)))
+event = st.plotly_chart(graph, on_select="rerun", selection_mode="points",
                         key="pathway", width="content", config={"displayModeBar": False})
 clicked = [p.get("customdata") for p in (event or {}).get("selection", {}).get("points", [])
            if p.get("customdata")]
@@ -341,4 +349,5 @@ st.subheader("LRP heatmap through each task's subnetwork")
 st.caption("Red pixels speak for the subnetwork's own predicted class, blue against it.")
 maps = [s["heatmap"] for s in result["subnetworks"]]
 titles = [f"task {s['task']}: {s['prediction']}" for s in result["subnetworks"]]
-st.plotly_chart(figures.heatmaps(maps, titles), width="stretch", key="all_heatmaps")
+st.plotly_chart(cached_figure("all heatmaps", lambda: figures.heatmaps(maps, titles)), width="stretch",
+                key="all_heatmaps")

@@ -152,19 +152,38 @@ def pathway_graph(view):
                  for i, layer in enumerate(layers) for r, unit in enumerate(layer["top"])}
     positions.update({(CLASS_NODE, node["row"]): (last, r) for r, node in enumerate(view["classes"])})
     positions[("input", 0)] = (0, 2)
-    fig = go.Figure()
-    _edges(fig, view["edges"], positions, geometry)
-    _input_column(fig, view, geometry)
+    canvas = _Canvas()
+    _edges(canvas, view["edges"], positions, geometry)
+    _input_column(canvas, view, geometry)
     for i, layer in enumerate(layers):
-        _unit_column(fig, i, layer, view, geometry)
-    _class_column(fig, view, last)
+        _unit_column(canvas, i, layer, view, geometry)
+    _class_column(canvas, view, last)
+    fig = go.Figure(data=canvas.traces)
     fig.update_layout(
+        images=canvas.images, annotations=canvas.annotations,
         title=dict(text=view["title"], x=0, font_size=15), width=GRAPH_WIDTH, height=geometry.height + 100,
         margin=dict(l=10, r=10, t=90, b=10), plot_bgcolor="white", clickmode="event+select", dragmode=False,
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, title_text="unit frozen by "),
         xaxis=dict(visible=False, range=x_range, fixedrange=True),
         yaxis=dict(visible=False, range=y_range, fixedrange=True))
     return fig
+
+
+class _Canvas:
+    """Collects traces, images and annotations, so the figure is built (and validated by plotly)
+    once: adding 20 thumbnails one by one to a Figure re-validates all of them every time."""
+
+    def __init__(self):
+        self.traces, self.images, self.annotations = [], [], []
+
+    def add_trace(self, trace):
+        self.traces.append(trace)
+
+    def add_layout_image(self, **image):
+        self.images.append(image)
+
+    def add_annotation(self, **annotation):
+        self.annotations.append(annotation)
 
 
 class _Geometry:
