@@ -3,9 +3,16 @@ unit click (AppTest runs the real page script in this process, without a browser
 computation alone, and the relevance-maximisation references of whole demo runs.
 
     .venv/bin/python bench/explore_speed.py [--images 10]
+    .venv/bin/python bench/explore_speed.py --sessions 8 [--train]
 
 Targets (issue "Pathways that explain", CPU, demo run): new image <= 1 s, unit click <= 0.5 s,
 references <= 10 s per run. Prints the machine (device, torch threads, load average) with them.
+
+``--sessions N`` measures the server side under load instead: N sessions at once in this process
+(as the server runs them: one thread each, shared caches, torch with one intra-op thread like
+ui/serve.py), each opening Explore and then looking at 3 images of its own, optionally while a
+training runs the way the Train page runs it (ui/jobs.py: a background thread at nice 10).
+Unlike bench/load_test.py, no browser competes for the 2 cores.
 """
 import argparse
 import json
@@ -61,10 +68,69 @@ def summary(values):
             "n": len(ordered)}
 
 
+def session(number, first_view, new_image, start):
+    """One visitor: open Explore (the default image), then three images of its own."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.switch_page("pages/explore.py")
+    start.wait()
+    first_view.append(timed(at.run)[0])
+    for k in range(3):
+        at.session_state["explore_pick"] = ("test", (number + k) % 5, 10 * number + k + 1)
+        new_image.append(timed(at.run)[0])
+        if at.exception:
+            raise RuntimeError(at.exception[0].value)
+
+
+def concurrent(n_sessions, train):
+    """Server-side rerun times of ``n_sessions`` concurrent sessions (and a training, if asked)."""
+    import threading
+
+    import torch
+
+    from rerelrp_core.config import make_config
+    from rerelrp_core.data import SplitConfig
+    from ui.jobs import TrainingJob
+    torch.set_num_threads(1)
+    job = None
+    if train:
+        config = make_config(method="rerelrp", arch="cnn-small", epochs=5, device="cpu")
+        job = TrainingJob("mnist5k", SplitConfig(n_tasks=5), config, Path("/tmp/explore-speed-runs"),
+                          "load").start()
+    first_view, new_image, start = [], [], threading.Barrier(n_sessions)
+    threads = [threading.Thread(target=session, args=(i, first_view, new_image, start))
+               for i in range(n_sessions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    training = "training alongside" if train else "no training"
+    every = sorted(first_view + new_image)
+    what = f"{n_sessions} sessions at once"
+    rows = [{"what": f"{what}, first view ({training})", **summary(first_view)},
+            {"what": f"{what}, new image ({training})", **summary(new_image), "target_s": 1.0},
+            {"what": f"{what}, all reruns ({training})", **summary(every),
+             "p95_s": round(every[min(len(every) - 1, int(0.95 * len(every)))], 3), "target_s": 1.0}]
+    if job is not None:
+        rows[-1]["training_state_at_end"] = job.state
+        job.cancel()
+        job.thread.join()
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=10)
+    parser.add_argument("--sessions", type=int, help="measure this many concurrent sessions instead")
+    parser.add_argument("--train", action="store_true", help="with --sessions: a training alongside")
     args = parser.parse_args()
+    if args.sessions:
+        rows = concurrent(args.sessions, args.train)
+        meta = machine("cpu")
+        for row in rows:
+            print(row)
+        print(json.dumps(meta))
+        write_results(f"explore-concurrent-{args.sessions}{'-train' if args.train else ''}", rows, meta)
+        return
     rows = []
     new_image, unit_click = page_times(args.images)
     rows.append({"what": "Explore rerun, new image (demo MNIST-5k)", **summary(new_image), "target_s": 1.0})

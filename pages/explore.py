@@ -122,6 +122,12 @@ if x is None:
     st.stop()
 
 
+def heat_strip(maps, captions, width=None):
+    """Heatmaps side by side as images (red = evidence for, blue = against), in ``width`` columns."""
+    for column, heat, caption in zip(st.columns(width or len(maps)), maps, captions):
+        column.image(figures.heat_image(heat), caption=caption, width="stretch")
+
+
 def cached_figure(name, build):
     """A figure of this image, built once per run and shared by every session (figures are only
     read when drawn)."""
@@ -204,8 +210,7 @@ deciding = [(len(decision.layers) - 1, int(u), r)
 deciding_titles = [f"{unit_name(i, u)} ({figures.owner_label(int(decision.layers[i].owner[u]))})"
                    for i, u, _ in deciding]
 deciding_maps = [decision.layers[i].heatmaps[r] for i, _, r in deciding]
-st.plotly_chart(cached_figure("deciding", lambda: figures.heatmaps(deciding_maps, deciding_titles)),
-                width="stretch", key="deciding")
+heat_strip(deciding_maps, deciding_titles, width=4)
 st.caption("What the deciding units see: the input relevance that flows through each of them alone "
            "(red = evidence for the class, blue = against).")
 if result["recognisers"]:
@@ -286,9 +291,8 @@ def unit_view(layer, unit):
     frozen = f" — frozen by {figures.owner_label(owner)}" if has_masks else ""
     st.markdown(f"#### What {name}/{unit} sees{frozen}")
     left, right = st.columns([1, 2])
-    left.plotly_chart(figures.heatmaps([unit_heatmap(layer, unit)],
-                                       [f"{name}/{unit}: this input, through it alone"]),
-                      width="stretch", key="unit_heatmap")
+    left.image(figures.heat_image(unit_heatmap(layer, unit), 224), caption=f"{name}/{unit}: this input, "
+               "through it alone (red = evidence for the class, blue = against)")
     shares = [float(s["unit_relevance"][layer][unit]) for s in result["subnetworks"]]
     kept = [run.learner.task_masks(m) is None or bool(run.learner.task_masks(m)[layer][unit] > 0)
             for m in range(run.tasks_done)]
@@ -349,5 +353,4 @@ st.subheader("LRP heatmap through each task's subnetwork")
 st.caption("Red pixels speak for the subnetwork's own predicted class, blue against it.")
 maps = [s["heatmap"] for s in result["subnetworks"]]
 titles = [f"task {s['task']}: {s['prediction']}" for s in result["subnetworks"]]
-st.plotly_chart(cached_figure("all heatmaps", lambda: figures.heatmaps(maps, titles)), width="stretch",
-                key="all_heatmaps")
+heat_strip(maps, titles)

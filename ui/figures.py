@@ -105,21 +105,24 @@ def grouped_bars(categories, series, title, y_title="accuracy (%)"):
 
 
 def heat_png(heat, size=84):
-    """A heatmap as a small PNG data URI (red = evidence for, blue = against, white = 0), scaled to
-    its own largest |value|: the thumbnails drawn inside the pathway graph."""
+    """A heatmap as a small PNG data URI: the thumbnails drawn inside the pathway graph."""
     import base64
     import io
+    buffer = io.BytesIO()
+    heat_image(heat, size).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
+
+def heat_image(heat, size=168):
+    """A heatmap as a Pillow image (red = evidence for, blue = against, white = 0), scaled to its
+    own largest |value| and enlarged without smoothing, so each input pixel stays visible."""
     from PIL import Image
     heat = np.asarray(heat, dtype=np.float64)
     v = heat / (np.abs(heat).max() or 1.0)
     red, blue = np.clip(v, 0, 1), np.clip(-v, 0, 1)
     rgb = np.stack([1 - blue, 1 - red - blue, 1 - red], axis=-1).clip(0, 1)
     pixels = (rgb * 255).round().astype(np.uint8)
-    picture = Image.fromarray(pixels).resize((size, size), Image.Resampling.NEAREST)
-    buffer = io.BytesIO()
-    picture.save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return Image.fromarray(pixels).resize((size, size), Image.Resampling.NEAREST)
 
 
 def grey_png(array, size=84):

@@ -175,22 +175,42 @@ _RESULTS = weakref.WeakKeyDictionary()   # SharedRun -> OrderedDict of computed 
 _RESULTS_LOCK = threading.Lock()
 
 
+class _Result:
+    """One cached computation; sessions that ask while it runs wait for it instead of repeating it."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.value, self.error = None, None
+
+
 def memo(shared, key, compute, size=64):
     """``compute()`` once per ``key`` for run ``shared``, shared by every session (the last ``size``
     keys per run are kept): a click redraws the page from what an earlier rerun computed, and many
-    people looking at the same image of the same run (a class, a demo) pay for it once. Results are
-    deterministic for a key, so two sessions computing one at the same time is harmless."""
+    people looking at the same image of the same run (a class, a demo) pay for it once, even when
+    they all ask at the same moment. A failed computation is not kept."""
     with _RESULTS_LOCK:
         store = _RESULTS.setdefault(shared, collections.OrderedDict())
-        if key in store:
-            store.move_to_end(key)
-            return store[key]
-    value = compute()
-    with _RESULTS_LOCK:
-        store[key] = value
-        while len(store) > size:
-            store.popitem(last=False)
-    return value
+        result, mine = store.get(key), key not in store
+        if mine:
+            result = store[key] = _Result()
+            while len(store) > size:
+                store.popitem(last=False)
+        store.move_to_end(key)
+    if mine:
+        try:
+            result.value = compute()
+        except BaseException as error:
+            result.error = error
+            with _RESULTS_LOCK:
+                if store.get(key) is result:
+                    del store[key]
+            raise
+        finally:
+            result.done.set()
+    result.done.wait()
+    if result.error is not None:
+        raise result.error
+    return result.value
 
 
 def image_key(x):
