@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
 from .errors import UserError
+from .forest_paths import FlatForest
 
 CHAINS = ("chain", "chain-full")
 RECOGNITION_PRESETS = {
@@ -105,6 +106,7 @@ class Recogniser:
         self.seed = seed
         self.columns = None
         self.forest = None
+        self.flat = None         # the forest in flat arrays, made on the first small prediction
         self.importances = None
 
     def fit(self, own, others, columns):
@@ -122,12 +124,15 @@ class Recogniser:
 
     def probability(self, features):
         """P(input belongs to task m) for every row of ``features``."""
-        # joblib's start-up costs more than it saves on a handful of rows (one uploaded image)
-        self.forest.n_jobs = 1 if len(features) < 256 else -1
-        proba = self.forest.predict_proba(features[:, self.columns])
         if 1.0 not in self.forest.classes_:
             return np.zeros(len(features))
-        return proba[:, list(self.forest.classes_).index(1.0)]
+        x = features[:, self.columns]
+        if len(x) < 256 and not np.isnan(x).any():
+            # a handful of rows (one image on the Explore page): all trees at once, same numbers
+            if self.flat is None:
+                self.flat = FlatForest(self.forest, list(self.forest.classes_).index(1.0))
+            return self.flat.probability(x)
+        return self.forest.predict_proba(x)[:, list(self.forest.classes_).index(1.0)]
 
     def top_features(self, features_row, n=8):
         """The (column, importance, value) of the n most important features for one input."""
