@@ -90,7 +90,9 @@ def concurrent(n_sessions, train):
     from rerelrp_core.config import make_config
     from rerelrp_core.data import SplitConfig
     from ui.jobs import TrainingJob
+    from ui.state import DEMO_RUN, preload
     torch.set_num_threads(1)
+    preload(DEMO_RUN)           # what ui/serve.py does before the first visitor
     job = None
     if train:
         config = make_config(method="rerelrp", arch="cnn-small", epochs=5, device="cpu")
