@@ -198,34 +198,38 @@ class TaskRecogniser:
         n_tasks = len(tasks)
         for m in range(n_tasks):
             for t in range(m, n_tasks):
-                self.features[(m, t)] = self._checked_entry(tensors, m, t, tasks[m].n_classes)
+                self.features[(m, t)] = checked_entry(tensors, m, t, tasks[m].n_classes, self.units)
         for t in range(n_tasks):     # one row per sample of task t, through every subnetwork
             if len({len(self.features[(m, t)][0]) for m in range(t + 1)}) > 1:
                 raise UserError(f"the relevance features of task {t} hold a different number of samples "
                                 "in different subnetworks")
         for r in range(n_tasks):
-            self.selected[r] = self._checked_selection(tensors.get(f"selected.r{r}"), r)
+            width = self.block_start(r, r) + self.block_width(r)
+            self.selected[r] = checked_selection(tensors.get(f"selected.r{r}"), r, width)
         for m, t in self.features:
             self.keep_read_columns(m, t)
         self.fit()
 
-    def _checked_entry(self, tensors, m, t, classes):
-        values, logits = tensors.get(f"features.m{m}.t{t}"), tensors.get(f"logits.m{m}.t{t}")
-        columns = tensors.get(f"columns.m{m}.t{t}")
-        if (values is None or logits is None or columns is None or values.dim() != 2 or columns.dim() != 1
-                or values.shape[1] != len(columns) or logits.shape != (len(values), classes)
-                or (len(columns) and (columns.min() < 0 or columns.max() >= self.units))
-                or (columns[1:] <= columns[:-1]).any()):
-            raise UserError(f"the relevance features of task {t} through subnetwork {m} are missing or "
-                            "have the wrong shape")
-        return values, logits, columns.long()
 
-    def _checked_selection(self, selected, r):
-        width = self.block_start(r, r) + self.block_width(r)
-        if (selected is None or selected.dim() != 1 or selected.dtype != torch.int64 or len(selected) == 0
-                or selected.min() < 0 or selected.max() >= width or (selected[1:] <= selected[:-1]).any()):
-            raise UserError(f"the recogniser columns of task {r} are missing or out of range")
-        return selected.long().numpy()
+def checked_entry(tensors, m, t, classes, units):
+    """The stored (values, logits, columns) of task t's samples through subnetwork m, checked."""
+    values, logits = tensors.get(f"features.m{m}.t{t}"), tensors.get(f"logits.m{m}.t{t}")
+    columns = tensors.get(f"columns.m{m}.t{t}")
+    if (values is None or logits is None or columns is None or values.dim() != 2 or columns.dim() != 1
+            or values.shape[1] != len(columns) or logits.shape != (len(values), classes)
+            or (len(columns) and (columns.min() < 0 or columns.max() >= units))
+            or (columns[1:] <= columns[:-1]).any()):
+        raise UserError(f"the relevance features of task {t} through subnetwork {m} are missing or "
+                        "have the wrong shape")
+    return values, logits, columns.long()
+
+
+def checked_selection(selected, r, width):
+    """Recogniser r's stored input columns, checked against its input ``width``."""
+    if (selected is None or selected.dim() != 1 or selected.dtype != torch.int64 or len(selected) == 0
+            or selected.min() < 0 or selected.max() >= width or (selected[1:] <= selected[:-1]).any()):
+        raise UserError(f"the recogniser columns of task {r} are missing or out of range")
+    return selected.long().numpy()
 
 
 def _bytes(tensors):
