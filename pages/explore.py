@@ -268,7 +268,8 @@ health = path.health
 ratios = " · ".join(f"{h.name} {h.ratio:.0%}" for h in health.layers)
 if health.ok:
     st.caption(f"LRP health ✓ — relevance kept per layer, against the explained logit ({health.logit:+.2f}): "
-               f"{ratios}. Biases absorb a little on the way down, as the rules say.")
+               f"{ratios}. The biases take or add a share on the way down (the epsilon and z+ rules give "
+               "them their part); a broken explanation would grow far beyond the logit or flip its sign.")
 else:
     st.warning(f"LRP health: {health.warning} Relevance per layer against the explained logit "
                f"({health.logit:+.2f}): {ratios}.")
