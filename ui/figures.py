@@ -164,7 +164,8 @@ def pathway_graph(view):
     fig = go.Figure(data=canvas.traces)
     fig.update_layout(
         images=canvas.images, annotations=canvas.annotations,
-        title=dict(text=view["title"], x=0, font_size=15), width=GRAPH_WIDTH, height=geometry.height + 100,
+        title=dict(text=view["title"], x=0, font=dict(size=15)), width=GRAPH_WIDTH,
+        height=geometry.height + 100,
         margin=dict(l=10, r=10, t=90, b=10), plot_bgcolor="white", clickmode="event+select", dragmode=False,
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, title_text="unit frozen by "),
         xaxis=dict(visible=False, range=x_range, fixedrange=True),
@@ -226,7 +227,7 @@ def _edges(fig, edges, positions, geometry):
 
 
 def _header(fig, x, title, caption=""):
-    fig.add_annotation(x=x, y=-0.62, yanchor="bottom", showarrow=False, font_size=11,
+    fig.add_annotation(x=x, y=-0.62, yanchor="bottom", showarrow=False, font=dict(size=11),
                        text=f"<b>{title}</b><br><span style='color:#777'>{caption}</span>")
 
 
@@ -234,7 +235,7 @@ def _input_column(fig, view, geometry):
     _header(fig, 0, "input")
     _thumbnail(fig, 0, 0, view["input_png"], geometry)
     _thumbnail(fig, 0, 2, view["heatmap_png"], geometry)
-    fig.add_annotation(x=0, y=2 + 0.3, yanchor="top", showarrow=False, font_size=11,
+    fig.add_annotation(x=0, y=2 + 0.3, yanchor="top", showarrow=False, font=dict(size=11),
                        text=f"heatmap, all units<br>total R = {view['heatmap_total']:+.2f}")
 
 
