@@ -74,6 +74,8 @@ def session(number, first_view, new_image, start):
     at.switch_page("pages/explore.py")
     start.wait()
     first_view.append(timed(at.run)[0])
+    if at.exception:
+        raise RuntimeError(at.exception[0].value)
     for k in range(3):
         at.session_state["explore_pick"] = ("test", (number + k) % 5, 10 * number + k + 1)
         new_image.append(timed(at.run)[0])
@@ -98,7 +100,7 @@ def concurrent(n_sessions, train):
         config = make_config(method="rerelrp", arch="cnn-small", epochs=5, device="cpu")
         job = TrainingJob("mnist5k", SplitConfig(n_tasks=5), config, Path("/tmp/explore-speed-runs"),
                           "load").start()
-    first_view, new_image, start = [], [], threading.Barrier(n_sessions)
+    first_view, new_image, start = [], [], threading.Barrier(n_sessions, timeout=600)
     threads = [threading.Thread(target=session, args=(i, first_view, new_image, start))
                for i in range(n_sessions)]
     for thread in threads:

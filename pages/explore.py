@@ -25,7 +25,7 @@ if not run.tasks_done:
 tasks, missing_data = data_tasks(run)
 has_masks = run.learner.ownership is not None
 EXPLORE_KEYS = ("explore_pick", "explore_unit", "explore_target", "explore_subnetwork", "explore_overlay",
-                "seen-index", "seen-upload")
+                "seen-index", "seen-upload", "gallery_index", "gallery_task")
 if st.session_state.get("explore_run") != st.session_state.get("run_path"):
     # another run: its images, units and tasks are not this run's
     for key in EXPLORE_KEYS:
@@ -134,10 +134,6 @@ def cached_figure(name, build):
     return memo(shared, (image_key(x), "figure", name), build)
 
 
-def pathway_of(task, target=None):
-    return pathway(shared, x, task, target)
-
-
 with st.spinner("Running every subnetwork with LRP…"):
     result = explanation(shared, x)
 recognised = result["task"]
@@ -158,7 +154,7 @@ if result["task_probs"] is not None:
                        width="stretch")
 
 # -- why this task -----------------------------------------------------------------------------
-decision = pathway_of(recognised)
+decision = pathway(shared, x, recognised)
 
 
 def unit_name(layer, unit):
@@ -207,7 +203,8 @@ if has_masks:
     st.caption(reuse_sentence())
 deciding = [(len(decision.layers) - 1, int(u), r)
             for r, u in enumerate(decision.layers[-1].top[:3])]
-deciding_titles = [f"{unit_name(i, u)} ({figures.owner_label(int(decision.layers[i].owner[u]))})"
+deciding_titles = [unit_name(i, u) + (f" ({figures.owner_label(int(decision.layers[i].owner[u]))})"
+                                      if has_masks else "")
                    for i, u, _ in deciding]
 deciding_maps = [decision.layers[i].heatmaps[r] for i, _, r in deciding]
 heat_strip(deciding_maps, deciding_titles, width=4)
@@ -237,7 +234,7 @@ if has_masks:
                            help="Marks the units of this pathway that the other task's subnetwork uses too.")
 target = st.session_state.get("explore_target")
 target = target if target is not None and run.tasks[chosen].has_row(target) else None
-path = pathway_of(chosen, target)
+path = pathway(shared, x, chosen, target)
 other = None
 if overlay is not None:
     other = (overlay, [m.numpy() > 0 for m in run.learner.task_masks(overlay)])
@@ -260,8 +257,9 @@ if clicked:
     elif selected != (layer, unit):
         st.session_state["explore_unit"] = (layer, unit)
         st.rerun()
-st.caption("Each thumbnail is the input relevance that passes through that one unit; its frame is the "
-           "colour of the task that froze it. Edge width: relevance handed from one unit to the next "
+st.caption("Each thumbnail is the input relevance that passes through that one unit"
+           + ("; its frame is the colour of the task that froze it" if has_masks else "")
+           + ". Edge width: relevance handed from one unit to the next "
            "(scaled per gap; red for the class, blue against). Click a unit to see what it responds to; "
            "click a class to explain it.")
 health = path.health
@@ -308,11 +306,13 @@ def reference_images(layer, unit):
     """The unit's reference images; while they are being computed, this part of the page (only)
     looks again every second."""
     job = references(shared, tasks)
-    ready = job.error or job.result is not None
-    st.fragment(run_every=None if ready else 1.0)(reference_part)(job, layer, unit)
+    polling = not (job.error or job.result is not None)
+    st.fragment(run_every=1.0 if polling else None)(reference_part)(job, layer, unit, polling)
 
 
-def reference_part(job, layer, unit):
+def reference_part(job, layer, unit, polling):
+    if polling and (job.error or job.result is not None):
+        st.rerun()      # a whole rerun draws it, and registers the part again without the timer
     if job.error:
         st.error(f"Reference images could not be computed: {job.error}")
     elif job.result is None:

@@ -17,8 +17,9 @@ _LOCK = threading.Lock()
 @contextmanager
 def seeded(seed):
     """torch's generators seeded with ``seed`` for this block only, one block at a time."""
-    # manual_seed seeds the CUDA generators too: fork those as well, so they are put back
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    # manual_seed seeds the CUDA generators too: fork those as well, so they are put back (only once
+    # CUDA is started: before that the seeding is only queued, and forking would start it)
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     with _LOCK, torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield

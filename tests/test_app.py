@@ -127,6 +127,22 @@ def test_overlay_marks_shared_units(runs_dir):
     assert shared, "no other subnetwork shares a unit with the recognised one"
 
 
+def test_explore_a_method_without_masks(runs_dir):
+    """Fine-tuning has no subnetworks and no owners: the page says nothing about freezing."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["run_path"] = str(ui.state.DEMO_RUNS / "finetune")
+    at.session_state["run_label"] = "finetune"
+    at.switch_page("pages/explore.py").run()
+    no_failures(at)
+    assert not any(s.label == "Overlay a second subnetwork" for s in at.selectbox)
+    layer, unit = next(d for t in pathway_figure(at)["data"] for d in t.get("customdata", []) if d[0] >= 0)
+    click(at, [layer, unit])
+    no_failures(at)
+    shown = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    assert not any("frozen by" in text or "(free)" in text for text in shown), shown
+    assert "frozen by" not in json.dumps(pathway_figure(at))
+
+
 def upload(at, name, data, mime="image/png"):
     at.file_uploader[0].set_value((name, data, mime))
     return at.run()

@@ -1,5 +1,7 @@
 """The flat forest walk gives exactly scikit-learn's probabilities (bit for bit), on real
 recognisers of a real run."""
+import copy
+
 import numpy as np
 import torch
 
@@ -19,7 +21,7 @@ def test_flat_forest_equals_predict_proba_bit_for_bit(digits_run, digits_tasks):
     matrices = recogniser_inputs(learner, torch.cat([t.x_test for t in digits_tasks]))
     for m, recogniser in enumerate(learner.recogniser.forests):
         x = matrices[m][:, recogniser.columns]
-        forest = recogniser.forest
+        forest = copy.copy(recogniser.forest)    # the session's run stays as it is
         forest.n_jobs = 1          # scikit-learn's own one-job order of additions
         expected = forest.predict_proba(x)[:, list(forest.classes_).index(1.0)]
         flat = FlatForest(forest, list(forest.classes_).index(1.0)).probability(x)
@@ -34,7 +36,8 @@ def test_demo_run_recognition_unchanged_for_single_images():
     matrices = recogniser_inputs(run.learner, x)
     for m, recogniser in enumerate(recognisers):
         rows = matrices[m][:, recogniser.columns]
-        recogniser.forest.n_jobs = 1
-        expected = recogniser.forest.predict_proba(rows)[:, list(recogniser.forest.classes_).index(1.0)]
+        forest = copy.copy(recogniser.forest)
+        forest.n_jobs = 1
+        expected = forest.predict_proba(rows)[:, list(forest.classes_).index(1.0)]
         one_by_one = np.concatenate([recogniser.probability(matrices[m][i:i + 1]) for i in range(len(x))])
         assert np.array_equal(one_by_one, expected)

@@ -105,7 +105,7 @@ def test_keeping_only_read_columns_changes_no_prediction(digits_run, digits_task
     tensors = {name: t for name, t in load_file(str(path)).items()
                if name.split(".")[0] not in ("columns", "selected")}
     for task in digits_tasks:
-        x = torch.cat([learner.reference_set(task)[0], task.x_val[learner.recognition_indices(task)]])
+        x = learner.recognition_samples(task)
         full = learner.subnetworks(x, range(task.index + 1))
         for m in range(task.index + 1):
             assert torch.equal(full.features[m].half()[:, recogniser.features[(m, task.index)][2]],

@@ -167,7 +167,9 @@ def pathway_graph(view):
         title=dict(text=view["title"], x=0, font=dict(size=15)), width=GRAPH_WIDTH,
         height=geometry.height + 100,
         margin=dict(l=10, r=10, t=90, b=10), plot_bgcolor="white", clickmode="event+select", dragmode=False,
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, title_text="unit frozen by "),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0,
+                    title_text="unit frozen by " if view["has_masks"] else ""),
+        showlegend=view["has_masks"],
         xaxis=dict(visible=False, range=x_range, fixedrange=True),
         yaxis=dict(visible=False, range=y_range, fixedrange=True))
     return fig
@@ -249,9 +251,11 @@ def _unit_column(fig, i, layer, view, geometry):
     selected = view.get("selected")
     for owner, nodes in sorted(by_owner.items()):
         colour, name = task_colour(owner), owner_label(owner)
-        labels = [f"<b>{layer['name']}·{u}</b> <span style='color:{colour}'>({name})</span><br>"
+        owner_text = f" <span style='color:{colour}'>({name})</span>" if view["has_masks"] else ""
+        frozen = f", frozen by {name}" if view["has_masks"] else ""
+        labels = [f"<b>{layer['name']}·{u}</b>{owner_text}<br>"
                   f"R {layer['relevance'][u]:+.2f} · {layer['share'][u]:.0%}" for _, u in nodes]
-        hover = [f"{layer['name']} unit {u}, frozen by {name}<br>relevance {layer['relevance'][u]:+.3f} "
+        hover = [f"{layer['name']} unit {u}{frozen}<br>relevance {layer['relevance'][u]:+.3f} "
                  f"({layer['share'][u]:.0%} of the layer's |R|)<br>click: what this unit sees"
                  for _, u in nodes]
         chosen = [k for k, (_, u) in enumerate(nodes) if selected == (i, int(u))]

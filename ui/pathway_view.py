@@ -36,7 +36,8 @@ def graph_view(run, pathway, x, class_probs, other=None, selected=None):
             "task": task.index, "layers": layers, "edges": edges, "classes": classes,
             "input_png": figures.grey_png(x[0].numpy()), "heatmap_png": figures.heat_png(pathway.heatmap),
             "heatmap_total": float(pathway.heatmap.sum()), "selected": selected, "legend_done": set(),
-            "other": None if other is None else {"task": other[0], "kept": other[1]}}
+            "other": None if other is None else {"task": other[0], "kept": other[1]},
+            "has_masks": run.learner.ownership is not None}
 
 
 def task_rows_explained_first(pathway):

@@ -23,7 +23,10 @@ def main():
     # once, and torch's thread pools on every request would fight over the cores (measured: a
     # pathway under load took 65x longer with 2 threads than with 1). RERELRP_TORCH_THREADS overrides.
     import torch
-    torch.set_num_threads(int(os.environ.get("RERELRP_TORCH_THREADS", "1")))
+    threads = os.environ.get("RERELRP_TORCH_THREADS", "1")
+    if not threads.isdigit() or int(threads) < 1:
+        sys.exit(f"RERELRP_TORCH_THREADS must be a whole number of at least 1, not {threads!r}.")
+    torch.set_num_threads(int(threads))
     threading.Thread(target=warm_up, daemon=True, name="warm-up").start()
     app = str(Path(__file__).resolve().parent.parent / "app.py")
     sys.argv = ["streamlit", "run", app, *sys.argv[1:]]

@@ -9,6 +9,7 @@ pays for it once. Uploads, selections and runs in progress live in ``st.session_
 sessions never see each other's.
 """
 import collections
+import copy
 import hashlib
 import os
 import threading
@@ -208,8 +209,8 @@ def memo(shared, key, compute, size=64):
         finally:
             result.done.set()
     result.done.wait()
-    if result.error is not None:
-        raise result.error
+    if result.error is not None:      # a copy: each session's traceback is its own
+        raise copy.copy(result.error) from result.error
     return result.value
 
 

@@ -135,7 +135,7 @@ class ReReLRP(Learner):
         if progress:
             progress(Progress(Stage.PRUNE, 2, 3, task.index, pruned=result.n_pruned,
                               kept=self.prune_log[-1]["kept"], passes=self.prune_log[-1]["passes"]))
-        samples = self.recognition_samples(task)
+        samples = self.recognition_samples(task, x_ref)
         self.recogniser.add_task(task.index, self.subnetworks(samples, range(task.index + 1)))
         if progress:
             progress(Progress(Stage.RECOGNISERS, 3, 3, task.index))
@@ -161,10 +161,12 @@ class ReReLRP(Learner):
         return per_class_draw(task.y_val, task.n_classes, self.recogniser.config.val_per_class,
                               self.config.seed * 1000 + 700 + task.index)
 
-    def recognition_samples(self, task):
-        """The images whose relevance task recognition stores for ``task``: its reference set and a
-        seeded slice of its validation images (the images themselves are never kept)."""
-        return torch.cat([self.reference_set(task)[0], task.x_val[self.recognition_indices(task)]])
+    def recognition_samples(self, task, x_ref=None):
+        """The images whose relevance task recognition stores for ``task``: its reference set
+        (``x_ref`` when the caller has it already) and a seeded slice of its validation images (the
+        images themselves are never kept)."""
+        x_ref = self.reference_set(task)[0] if x_ref is None else x_ref
+        return torch.cat([x_ref, task.x_val[self.recognition_indices(task)]])
 
     def can_recognise(self):
         return self.recogniser is not None and self.recogniser.ready(self.ownership.n_tasks)
