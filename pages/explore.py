@@ -276,9 +276,8 @@ else:
 # -- one unit ----------------------------------------------------------------------------------
 def unit_heatmap(layer, unit):
     """This input's relevance through one unit alone (from the pathway when it is a top unit)."""
-    top = [int(u) for u in path.layers[layer].top]
-    if unit in top:
-        return path.layers[layer].heatmaps[top.index(unit)]
+    if (layer, unit) in path.unit_heatmaps:
+        return path.unit_heatmaps[(layer, unit)]
 
     units = [None] * len(path.layers)
     units[layer] = [unit]
