@@ -24,7 +24,8 @@ METHOD_HELP = ("rerelrp: prune + freeze + recognise tasks (stores no image); "
                "finetune: no protection (lower bound); "
                "joint: all data seen so far (upper bound, stores every image); "
                "ewc / lwf: regularisation baselines; "
-               "icarl: replay of 2,000 stored images with a nearest-mean classifier.")
+               "icarl: 2,000 stored images, distillation and a nearest-mean classifier; "
+               "replay: 2,000 stored images mixed into every batch (the plain rehearsal baseline).")
 
 st.title("Train a task sequence")
 job = st.session_state.get("job")

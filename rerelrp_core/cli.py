@@ -49,7 +49,7 @@ def build_parser():
     train.add_argument("--reg-strength", type=float,
                        help="ewc / lwf regularisation weight "
                             "(default: EWC 50000, LwF 0.5, chosen on validation)")
-    train.add_argument("--memory", type=int, default=defaults.memory, help="icarl's image buffer size")
+    train.add_argument("--memory", type=int, default=defaults.memory, help="icarl's and replay's image buffer size")
     train.add_argument("--recognition", default="ours", choices=sorted(RECOGNITION_PRESETS),
                        help="task recognisers: 'faithful' (the paper's) or 'ours' (more context and data)")
     train.add_argument("--seed", type=int, default=0)

@@ -81,7 +81,7 @@ class TrainConfig:
     Parameters
     ----------
     method: a method of :mod:`rerelrp_core.learners` (``rerelrp``, ``finetune``, ``joint``, ``ewc``,
-        ``lwf``, ``icarl``).
+        ``lwf``, ``icarl``, ``replay``).
     arch: model architecture (``cnn``, ``cnn-small``, ``vgg11``, ``resnet18``).
     epochs: maximum epochs per task (early stopping may end sooner).
     lr, momentum, weight_decay, batch_size: SGD settings.
@@ -93,7 +93,7 @@ class TrainConfig:
     ref_per_class: reference samples per class for relevance (research default 67).
     max_keep_fraction: optional cap on the share of all units one task may keep.
     reg_strength: baselines' regularisation weight (None = the method's default: EWC 50000, LwF 0.5).
-    memory: iCaRL's exemplar buffer, in images (2000, as in the paper's comparison).
+    memory: iCaRL's and replay's image buffer, in images (2000, as in the paper's comparison).
     reinit_free: re-initialise units no task owns before each new task.
     keep_snapshots: keep a float16 copy of the weights after every task (for explanation drift).
     relevance_batch: samples per LRP pass.

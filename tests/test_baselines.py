@@ -1,4 +1,4 @@
-"""EWC, LwF and iCaRL on the same engine: they run, save and load, and behave as their idea says."""
+"""EWC, LwF, iCaRL and replay on the same engine: they run, save and load, and behave as their idea says."""
 from dataclasses import replace
 
 import pytest
@@ -17,10 +17,10 @@ from conftest import small_config
 def runs(digits, digits_split):
     # every method at its defaults (EWC's lambda 50,000 diverged here before its stiffness cap)
     return {method: train_sequence(digits, digits_split, small_config(method=method, epochs=5, memory=120))
-            for method in ("finetune", "ewc", "lwf", "icarl")}
+            for method in ("finetune", "ewc", "lwf", "icarl", "replay")}
 
 
-@pytest.mark.parametrize("method", ["ewc", "lwf", "icarl"])
+@pytest.mark.parametrize("method", ["ewc", "lwf", "icarl", "replay"])
 def test_baseline_saves_and_loads(runs, method, digits_tasks, tmp_path):
     run = runs[method]
     assert len(run.metrics["acc_taw"]) == 3
@@ -38,6 +38,25 @@ def test_icarl_buffer_is_bounded_balanced_and_helps(runs):
     assert sum(sizes) <= 120 and set(sizes) == {20}            # 120 images over 6 classes
     assert runs["icarl"].metrics["avg_acc_tag"][-1] > runs["finetune"].metrics["avg_acc_tag"][-1] + 10
     assert runs["icarl"].metrics["stored_bytes_per_task"][0] >= 40 * 64   # 40 stored 8x8 images
+
+
+def test_replay_buffer_is_balanced_mixed_into_batches_and_helps(runs, digits_tasks):
+    learner = runs["replay"].learner
+    sizes = [len(images) for images in learner.exemplars.values()]
+    assert sum(sizes) <= 120 and set(sizes) == {20}
+    assert runs["replay"].metrics["avg_acc_tag"][-1] > runs["finetune"].metrics["avg_acc_tag"][-1] + 10
+    # the stored images are real training images of their own class
+    task = digits_tasks[0]
+    for c in range(task.n_classes):
+        stored = learner.exemplars[task.offset + c].flatten(1)
+        train = task.x_train[task.y_train == c].flatten(1)
+        assert (torch.cdist(stored, train).min(1).values == 0).all()
+    x, rows = task.x_train[:8], task.y_train[:8]
+    learner.before_task(digits_tasks[-1])
+    mixed_x, mixed_rows = learner.mix_batch(x, rows)
+    assert len(mixed_x) == 16 and torch.equal(mixed_x[:8], x) and torch.equal(mixed_rows[:8], rows)
+    for image, row in zip(mixed_x[8:], mixed_rows[8:]):
+        assert any(torch.equal(image, kept) for kept in learner.exemplars[int(row)])
 
 
 def test_regularisers_are_active(runs):

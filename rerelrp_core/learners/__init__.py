@@ -5,10 +5,11 @@ from .ewc import EWC
 from .icarl import ICaRL
 from .lwf import LwF
 from .reference import FineTune, Joint
+from .replay import Replay
 from .rerelrp import ReReLRP
 from .training import Cancelled, batched_logits
 
-LEARNERS = {cls.method: cls for cls in (ReReLRP, FineTune, Joint, EWC, LwF, ICaRL)}
+LEARNERS = {cls.method: cls for cls in (ReReLRP, FineTune, Joint, EWC, LwF, ICaRL, Replay)}
 
 __all__ = ["LEARNERS", "Cancelled", "Learner", "accuracy", "batched_logits", "make_learner", "resolve_device"]
 

@@ -75,6 +75,11 @@ class Learner:
     def before_task(self, task):
         """Preparation before ``task`` is trained; nothing by default."""
 
+    def mix_batch(self, x, rows):
+        """The batch actually trained on, from a batch of the task's data; unchanged by default
+        (replay adds stored images)."""
+        return x, rows
+
     def loss(self, x, rows, logits, columns):
         """Training loss of a batch: cross-entropy over the output rows ``columns``."""
         return F.cross_entropy(logits[:, columns], rows - columns.start)

@@ -1,22 +1,21 @@
 """iCaRL (incremental classifier and representation learning): a fixed buffer of stored images
 (2,000) filled by herding, sigmoid classification with distillation, and a nearest-mean-of-exemplars
-classifier. The replay baseline ReReLRP is measured against (it stores images; ReReLRP does not)."""
+classifier. One of the rehearsal baselines ReReLRP is measured against (they store images; ReReLRP
+does not)."""
 import copy
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
-from .base import Learner
+from .rehearsal import Rehearsal
 
 
-class ICaRL(Learner):
+class ICaRL(Rehearsal):
     """Incremental classifier and representation learning, with a fixed image buffer."""
     method = "icarl"
 
     def __init__(self, model, config, device=None):
         super().__init__(model, config, device)
-        self.exemplars = {}          # output row -> (k, C, H, W) stored images
         self.means = None            # (seen classes, features) normalised class means
         self.old_model, self.old_rows = None, 0
 
@@ -26,9 +25,6 @@ class ICaRL(Learner):
             x.append(images)
             rows.append(torch.full((len(images),), row))
         return torch.cat(x), torch.cat(rows)
-
-    def loss_columns(self, task):
-        return slice(0, task.offset + task.n_classes)     # all classes seen so far
 
     def before_task(self, task):
         self.old_rows = task.offset
@@ -51,10 +47,7 @@ class ICaRL(Learner):
 
     def consolidate(self, task, progress=None):
         """Herding selection for the new classes, shrink old classes to an equal share, class means."""
-        seen = task.offset + task.n_classes
-        per_class = max(1, self.config.memory // seen)
-        for row in list(self.exemplars):
-            self.exemplars[row] = self.exemplars[row][:per_class]
+        per_class = self.shrink_buffer(task.offset + task.n_classes)
         for c in range(task.n_classes):
             images = task.x_train[task.y_train == c]
             self.exemplars[task.offset + c] = images[self.herding(images, per_class)]
@@ -84,10 +77,6 @@ class ICaRL(Learner):
         distance = torch.cdist(self.features(x), self.means[rows])
         return torch.as_tensor(rows)[distance.argmin(1).cpu()]
 
-    @property
-    def seen_classes(self):
-        return sum(t.n_classes for t in self.tasks)
-
     def predict_taw(self, x, k):
         rows = self.tasks[k].rows
         return self.nearest_mean(x, list(range(rows.start, rows.stop))) - rows.start
@@ -95,33 +84,8 @@ class ICaRL(Learner):
     def predict_tag(self, x):
         return self.nearest_mean(x, list(range(self.seen_classes)))
 
-    def stored_parts(self, k):
-        """Head rows plus task k's stored exemplars, counted at one byte per pixel (uint8)."""
-        rows = self.tasks[k].rows
-        images = sum(len(self.exemplars.get(r, [])) for r in range(rows.start, rows.stop))
-        channels, height, width = self.model.input_shape
-        return {**super().stored_parts(k), "images": images * channels * height * width}
-
-    def tensor_state(self):
-        """The exemplars, as uint8 when that is exact (images read from 8-bit files, like every
-        bundled data set but digits), so the file holds what ``stored_parts`` counts."""
-        tensors = {}
-        for row, images in self.exemplars.items():
-            as_bytes = torch.round(images * 255)
-            exact = torch.equal(as_bytes / 255, images)
-            tensors[f"exemplars.{row}"] = as_bytes.to(torch.uint8) if exact else images
-        return tensors
-
     def load_tensor_state(self, tensors, n_tasks):
-        self.exemplars = {}
-        rows = self.seen_classes
-        for name, images in tensors.items():
-            row = name.split(".")[1] if name.startswith("exemplars.") else None
-            if (row is None or not row.isdigit() or int(row) >= rows or images.dim() != 4 or not len(images)
-                    or tuple(images.shape[1:]) != self.model.input_shape
-                    or images.dtype not in (torch.uint8, torch.float32)):
-                raise UserError(f"the stored exemplar images {name!r} do not fit this run")
-            self.exemplars[int(row)] = images.float() / 255 if images.dtype == torch.uint8 else images
+        super().load_tensor_state(tensors, n_tasks)
         if self.exemplars:
             self.update_means()
 

@@ -68,7 +68,7 @@ def run_epoch(learner, x, rows, columns, optimizer, freezer, shuffle, task_index
         if should_stop and should_stop():
             raise Cancelled()
         idx = order[start:start + batch_size]
-        xb, yb = x[idx].to(learner.device), rows[idx].to(learner.device)
+        xb, yb = learner.mix_batch(x[idx].to(learner.device), rows[idx].to(learner.device))
         loss = learner.loss(xb, yb, learner.model(xb), columns)
         if not torch.isfinite(loss):
             raise UserError(f"Training diverged in task {task_index} (the loss became {loss.item()}); "
@@ -78,7 +78,7 @@ def run_epoch(learner, x, rows, columns, optimizer, freezer, shuffle, task_index
         optimizer.step()
         if freezer:
             freezer.restore()
-        total, count = total + float(loss.detach()) * len(idx), count + len(idx)
+        total, count = total + float(loss.detach()) * len(xb), count + len(xb)
     return total / max(count, 1)
 
 
