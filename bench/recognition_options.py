@@ -18,15 +18,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import rerelrp_core  # noqa: E402,F401
 from rerelrp_core.data import load_dataset, make_tasks  # noqa: E402
 from rerelrp_core.learners import accuracy  # noqa: E402
-from rerelrp_core.recognition import RECOGNITION_PRESETS  # noqa: E402
+from rerelrp_core.learners.rerelrp import make_recogniser  # noqa: E402
+from rerelrp_core.recognition import RECOGNITION_PRESETS, recognition_config  # noqa: E402
 from rerelrp_core.runs import load_run  # noqa: E402
-from rerelrp_core.task_recognition import TaskRecogniser  # noqa: E402
 
 from common import machine, write_results  # noqa: E402
 
 FAITHFUL = RECOGNITION_PRESETS["faithful"]
-# every option is the faithful recogniser with some settings changed
-OPTIONS = {name: {**FAITHFUL, **changes} for name, changes in {
+# class Gaussians (the default) and its settings
+GAUSSIAN = {
+    "gaussian (default: shrink 0.1, power 0.5)": {},
+    "gaussian, shrink 0.01": {"shrink": 0.01},
+    "gaussian, shrink 0.3": {"shrink": 0.3},
+    "gaussian, power 1 (no transform)": {"power": 1.0},
+    "forest, context, 300 val/class (previous default)": {"kind": "forest"},
+}
+# the forest options: the faithful recogniser with some settings changed
+OPTIONS = GAUSSIAN | {name: {**FAITHFUL, **changes} for name, changes in {
     "faithful (top40, ref+100 val)": {},
     "+logits": {"with_logits": True},
     "all units": {"top_k": 0},
@@ -72,7 +80,7 @@ def main():
     tasks = make_tasks(load_dataset(run.dataset), run.split)[:run.tasks_done]
     meta = machine(learner.device)
     print(meta)
-    base, base_config = learner.recogniser.config, learner.config
+    base_config = learner.config
     rows = []
     for name, overrides in OPTIONS.items():
         if args.options and name not in args.options:
@@ -81,11 +89,10 @@ def main():
         # which is already done here); the rest are recognition settings
         learner.config = replace(base_config,
                                  ref_per_class=overrides.get("ref_per_class", base_config.ref_per_class))
-        options = replace(base, **{k: v for k, v in overrides.items() if k != "ref_per_class"})
-        learner.recogniser = TaskRecogniser(options, sum(learner.model.layer_sizes()), base_config.seed)
+        options = recognition_config({k: v for k, v in overrides.items() if k != "ref_per_class"})
+        learner.recogniser = make_recogniser(options, learner.model, base_config.seed)
         for task in tasks:
-            samples = learner.recognition_samples(task)
-            learner.recogniser.add_task(task.index, learner.subnetworks(samples, range(task.index + 1)))
+            learner.recogniser.learn_task(learner, task)
         val_rec, val_tag = recognition_scores(learner, tasks, "heldout")
         test_rec, test_tag = recognition_scores(learner, tasks, "test")
         rows.append({"option": name, "val_task_rec": round(val_rec, 2), "val_tag": round(val_tag, 2),

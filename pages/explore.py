@@ -1,6 +1,7 @@
 """Explore: one image through every task's subnetwork — prediction, recognised task and why, the
 pathway from the input to the class unit by unit, and what each unit sees."""
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from rerelrp_core.errors import UserError
@@ -145,12 +146,12 @@ left.image(figures.image(x[0].numpy(), scale=max(1, 196 // x.shape[-1])),
 middle.metric("Predicted class", result["class_name"],
               help="Task-agnostic prediction: the recognised task's subnetwork picks the class.")
 middle.metric("Recognised task", f"task {recognised}",
-              help="The task whose recogniser chain gives this input the highest probability (the task label "
+              help="The task the recogniser gives this input's highest probability (the task label "
                    "is not given: this is what task-agnostic, TAg, prediction has to find out).")
 if result["task_probs"] is not None:
     right.plotly_chart(figures.probabilities([f"task {t}" for t in range(run.tasks_done)],
                                              result["task_probs"],
-                                             "Chain probability of each task", highlight=recognised),
+                                             "Probability of each task", highlight=recognised),
                        width="stretch")
 
 # -- why this task -----------------------------------------------------------------------------
@@ -173,9 +174,14 @@ def why_sentence():
               else f", both frozen by {owners[0]}," if len(set(owners)) == 1
               else f", frozen by {' and '.join(owners)},")
     carriers = f"unit {names}{frozen} carries" if len(leaders) == 1 else f"units {names}{frozen} carry"
-    verdict = (f"The recogniser chain gives task {recognised} {result['task_probs'][recognised]:.2f}"
-               if result["task_probs"] is not None else
-               f"This method has no task recogniser: the class it predicts belongs to task {recognised}")
+    why = result["recognisers"]
+    if result["task_probs"] is None:
+        verdict = f"This method has no task recogniser: the class it predicts belongs to task {recognised}"
+    elif why and "class" in why[0]:
+        verdict = (f"Its nearest class is {why[recognised]['class']!r} of task {recognised} (probability "
+                   f"{result['task_probs'][recognised]:.2f})")
+    else:
+        verdict = f"The recogniser chain gives task {recognised} {result['task_probs'][recognised]:.2f}"
     if not has_masks:
         return (f"{verdict}. In the whole network (this method has no subnetworks), {carriers} {share:.0%} "
                 f"of this input's relevance in {top_layer.name}.")
@@ -210,13 +216,22 @@ deciding_maps = [decision.layers[i].heatmaps[r] for i, _, r in deciding]
 heat_strip(deciding_maps, deciding_titles, width=4)
 st.caption("What the deciding units see: the input relevance that flows through each of them alone "
            "(red = evidence for the class, blue = against).")
-if result["recognisers"]:
+if result["recognisers"] and "features" in result["recognisers"][0]:   # the relevance forests
     with st.expander("What the recognisers look at"):
         for rec in result["recognisers"]:
             features = ", ".join(f"{f['layer']}/{f['unit']} in task {f['subnetwork']}'s subnetwork"
                                  for f in rec["features"][:4])
             st.markdown(f"- **Recogniser {rec['task']}** (is it task {rec['task']}, or a later one?) says "
                         f"{rec['probability']:.2f}; it weighs most: {features}.")
+elif result["recognisers"]:                                              # class Gaussians
+    with st.expander("What decided the task", expanded=True):
+        st.caption("Each class keeps the mean and covariance of its training images' activations in "
+                   "task 0's subnetwork (frozen, so they never go stale; no image is kept). The input goes "
+                   "to the task of the nearest class (Mahalanobis distance, smaller = closer).")
+        st.dataframe(pd.DataFrame([{"task": rec["task"], "nearest class": rec["class"],
+                                    "distance": round(rec["distance"], 3),
+                                    "probability": round(rec["probability"], 3)}
+                                   for rec in result["recognisers"]]).set_index("task"), width="stretch")
 
 
 # -- the pathway -------------------------------------------------------------------------------

@@ -49,9 +49,12 @@ def build_parser():
     train.add_argument("--reg-strength", type=float,
                        help="ewc / lwf regularisation weight "
                             "(default: EWC 50000, LwF 0.5, chosen on validation)")
-    train.add_argument("--memory", type=int, default=defaults.memory, help="icarl's and replay's image buffer size")
+    train.add_argument("--memory", type=int, default=defaults.memory,
+                       help="icarl's and replay's image buffer size")
     train.add_argument("--recognition", default="ours", choices=sorted(RECOGNITION_PRESETS),
-                       help="task recognisers: 'faithful' (the paper's) or 'ours' (more context and data)")
+                       help="task recognition: 'ours' (class Gaussians in the first task's subnetwork), "
+                            "'faithful' (the paper's relevance forests) or 'forest' (the forests with "
+                            "more context and data)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument("--out", required=True, help="run folder to write")

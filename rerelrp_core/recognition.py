@@ -18,20 +18,29 @@ from .errors import UserError
 from .forest_paths import FlatForest
 
 CHAINS = ("chain", "chain-full")
+KINDS = ("gaussian", "forest")
 RECOGNITION_PRESETS = {
-    "faithful": {"top_k": 40, "chain": "chain", "with_logits": False, "context": False, "val_per_class": 100},
+    "faithful": {"kind": "forest", "top_k": 40, "chain": "chain", "with_logits": False, "context": False,
+                 "val_per_class": 100},
+    "forest": {"kind": "forest"},
     "ours": {},
 }
 
 
 @dataclass
 class RecognitionConfig:
-    """How recognisers are built. The defaults are ours (``context`` and 300 validation images per
-    class: +9.6 points of task-agnostic accuracy on Split Fashion-MNIST, chosen on held-out
-    validation data, see bench/README.md); ``RECOGNITION_PRESETS["faithful"]`` is the paper's.
+    """How tasks are recognised. The defaults are ours: class Gaussians in subnetwork 0's activation
+    space (:mod:`~rerelrp_core.class_gaussians`, chosen on validation images, see bench/README.md).
+    ``RECOGNITION_PRESETS["faithful"]`` is the paper's relevance-forest chain and ``forest`` our
+    previous default (the chain with ``context`` and 300 validation images per class).
 
     Parameters
     ----------
+    kind: ``gaussian`` (class Gaussians) or ``forest`` (the relevance random-forest chain; every
+        setting below but ``shrink`` and ``power`` belongs to it).
+    rank: gaussian: leading eigenvectors kept per class covariance (what a class stores grows with it).
+    shrink: gaussian: how far each normalised class covariance is pulled towards the identity.
+    power: gaussian: activations are raised to this power first (< 1 evens out heavy tails).
     top_k: features per recogniser: the units with highest mean relevance on the recogniser's own
         task (0 = every unit).
     trees, max_depth, min_samples_leaf: random-forest settings (criterion log_loss, max_features
@@ -53,6 +62,10 @@ class RecognitionConfig:
     with_logits: bool = False
     context: bool = True
     val_per_class: int = 300
+    kind: str = "gaussian"
+    rank: int = 32
+    shrink: float = 0.1
+    power: float = 0.5
 
 
 def recognition_config(values):
@@ -62,12 +75,19 @@ def recognition_config(values):
     if set(values) - known:
         raise UserError(f"Unknown recognition settings: {', '.join(sorted(set(values) - known))}.")
     config = RecognitionConfig(**values)
-    minimum = {"top_k": 0, "trees": 1, "max_depth": 1, "min_samples_leaf": 1, "val_per_class": 0}
+    minimum = {"top_k": 0, "trees": 1, "max_depth": 1, "min_samples_leaf": 1, "val_per_class": 0, "rank": 1}
     for name, low in minimum.items():
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise UserError(f"Recognition setting {name} must be a whole number of at least {low}; "
                             f"got {value!r}.")
+    if config.kind not in KINDS:
+        raise UserError(f"Recognition setting kind must be one of {', '.join(KINDS)}; got {config.kind!r}.")
+    for name, low, high in (("shrink", 0.0, 1.0), ("power", 0.0, 4.0)):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+            raise UserError(f"Recognition setting {name} must be a number above {low:g} and at most "
+                            f"{high:g}; got {value!r}.")
     if config.chain not in CHAINS:
         raise UserError(f"Recognition setting chain must be one of {', '.join(CHAINS)}; "
                         f"got {config.chain!r}.")

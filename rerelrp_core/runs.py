@@ -39,7 +39,7 @@ from .task_recognition import TaskRecogniser
 from .tasks import TaskSpec
 
 FORMAT = "rerelrp-run"
-VERSION = 2
+VERSION = 3
 REQUIRED = {"format": str, "version": int, "config": dict, "split": dict, "dataset": str, "class_names": list,
             "input_shape": list, "tasks": list, "history": dict}
 
@@ -249,7 +249,21 @@ def _select_from_full_vectors(state, tensors, n_tasks):
         tensors[f"selected.r{r}"] = torch.from_numpy(recogniser.choose_columns(r))
 
 
-MIGRATIONS = {1: _version1_to_2}
+def _version2_to_3(state, tensors):
+    """Version 3: task recognition has a ``kind``, and its default became class Gaussians. Runs
+    saved before were recognised by the relevance forests, which they now name."""
+    config = dict(state["config"])
+    if config.get("method") == "rerelrp":
+        recognition = config.get("recognition")
+        if not isinstance(recognition, dict):
+            raise UserError("a version-2 run.json needs its recognition settings as a dict")
+        config["recognition"] = {"kind": "forest", **recognition}
+    state["config"] = config
+    state["version"] = 3
+    return state, tensors
+
+
+MIGRATIONS = {1: _version1_to_2, 2: _version2_to_3}
 
 
 def _load_snapshots(folder, model, n_tasks):

@@ -44,9 +44,37 @@ class TaskRecogniser:
     def n_tasks(self):
         return len(self.selected)
 
+    @property
+    def val_per_class(self):
+        """Validation images per class whose relevance joins the reference set's."""
+        return self.config.val_per_class
+
     def ready(self, n_tasks):
         """Whether the chain covers ``n_tasks`` finished tasks."""
         return n_tasks > 0 and self.n_tasks == n_tasks and len(self.forests) == n_tasks - 1
+
+    # -- what a learner calls (the interface ClassGaussians shares) -----------------------------
+    def learn_task(self, learner, task, x_ref=None):
+        """After ``task``: its recognition samples through every subnetwork so far, then refit."""
+        samples = learner.recognition_samples(task, x_ref)
+        self.add_task(task.index, learner.subnetworks(samples, range(task.index + 1)))
+
+    def predict(self, learner, x, want_input=False):
+        """:meth:`recognise` of ``x`` through every subnetwork of ``learner``."""
+        return self.recognise(learner.subnetworks(x, want_input=want_input), learner.tasks)
+
+    def why(self, result, learner, row=0, n_features=8):
+        """:meth:`explain` with the units named (layer name, unit) from ``learner``'s model."""
+        unit_names = [(layer.name, u) for layer in learner.model.unit_layers for u in range(layer.n_units)]
+        return self.explain(result, unit_names, row, n_features)
+
+    @staticmethod
+    def saved_in(tensors, n_tasks):
+        """Whether a run's tensors hold relevance features (runs saved before recognition did not)."""
+        return any(name.startswith("features.") for name in tensors)
+
+    def load(self, tensors, learner, n_tasks):
+        self.load_tensor_state(tensors, learner.tasks[:n_tasks])
 
     # -- after a task ---------------------------------------------------------------------------
     def add_task(self, t, sub):

@@ -35,3 +35,9 @@ def small_config(**overrides):
 def digits_run(digits, digits_split):
     """A 3-task ReReLRP run on real digits, trained once."""
     return train_sequence(digits, digits_split, small_config())
+
+
+@pytest.fixture(scope="session")
+def digits_forest_run(digits, digits_split):
+    """The same run recognising tasks with the relevance forests (``recognition`` kind forest)."""
+    return train_sequence(digits, digits_split, small_config(recognition={"kind": "forest"}))

@@ -3,12 +3,19 @@ recognisers of a real run."""
 import copy
 
 import numpy as np
+import pytest
 import torch
 
 from rerelrp_core.data import load_dataset, make_tasks
 from rerelrp_core.forest_paths import FlatForest
 from rerelrp_core.runs import load_run
 from ui.state import DEMO_RUN
+
+
+@pytest.fixture(scope="module")
+def digits_run(digits_forest_run):
+    """This file tests the relevance-forest recognisers: its run uses them."""
+    return digits_forest_run
 
 
 def recogniser_inputs(learner, x):

@@ -1,5 +1,5 @@
-"""Task recognition: batched subnetworks, chain probabilities, near-perfect recognition of easily
-separable tasks, no images in saved runs, and clear errors."""
+"""Task recognition with the relevance forests: batched subnetworks, chain probabilities,
+near-perfect recognition of easily separable tasks, no images in saved runs, and clear errors."""
 import json
 
 import numpy as np
@@ -16,6 +16,12 @@ from rerelrp_core.sequence import train_sequence
 from rerelrp_core.subnetworks import subnetwork_pass
 
 from conftest import small_config
+
+
+@pytest.fixture(scope="module")
+def digits_run(digits_forest_run):
+    """This file tests the relevance-forest recognisers: its run uses them."""
+    return digits_forest_run
 
 
 def test_batched_pass_equals_each_subnetwork_alone(digits_run, digits_tasks):

@@ -59,9 +59,11 @@ def test_run_for_another_model(digits_run, tmp_path):
         load_run(tmp_path / "run")
 
 
-def test_run_saved_before_recognition_existed_still_opens(digits_run, digits_tasks, tmp_path):
-    """Without recognisers and relevance features a run falls back to plain argmax for TAg."""
+def test_run_saved_before_recognition_existed_still_opens(digits_forest_run, digits_tasks, tmp_path):
+    """Without recognisers and relevance features a run falls back to plain argmax for TAg (such
+    runs were saved when the forests were the only recognisers)."""
     from safetensors.torch import load_file, save_file
+    digits_run = digits_forest_run
     save_run(digits_run, tmp_path / "run")
     tensors = load_file(str(tmp_path / "run" / "learner.safetensors"))
     save_file({k: v for k, v in tensors.items() if k.startswith("mask.")},

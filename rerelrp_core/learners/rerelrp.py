@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from ..class_gaussians import ClassGaussians
 from ..errors import UserError
 from ..masks import Freezer, UnitOwnership
 from ..metrics import capacity_report
@@ -34,6 +35,13 @@ def per_class_draw(labels, n_classes, per_class, seed):
     return torch.cat(picks)
 
 
+def make_recogniser(recognition, model, seed):
+    """The task recogniser a RecognitionConfig asks for (see :mod:`~rerelrp_core.recognition`)."""
+    if recognition.kind == "gaussian":
+        return ClassGaussians(recognition)
+    return TaskRecogniser(recognition, sum(model.layer_sizes()), seed)
+
+
 class ReReLRP(Learner):
     """LRP-guided pruning and freezing with task recognition from relevance."""
     method = "rerelrp"
@@ -41,8 +49,7 @@ class ReReLRP(Learner):
     def __init__(self, model, config, device=None):
         super().__init__(model, config, device)
         self.ownership = UnitOwnership(model.layer_sizes())
-        self.recogniser = TaskRecogniser(recognition_config(config.recognition), sum(model.layer_sizes()),
-                                         config.seed)
+        self.recogniser = make_recogniser(recognition_config(config.recognition), model, config.seed)
         self.prune_log = []
 
     def train_task(self, task, progress=None, should_stop=None):
@@ -110,10 +117,10 @@ class ReReLRP(Learner):
         """Masks and the recogniser's features. A run saved before recognition existed has none:
         it opens without a recogniser (task-agnostic prediction falls back to the plain argmax)."""
         self.ownership.load_tensor_state(tensors, n_tasks)
-        if not any(name.startswith("features.") for name in tensors):
+        if not self.recogniser.saved_in(tensors, n_tasks):
             self.recogniser = None
             return
-        self.recogniser.load_tensor_state(tensors, self.tasks[:n_tasks])
+        self.recogniser.load(tensors, self, n_tasks)
 
     def reference_set(self, task):
         """Up to ``ref_per_class`` random training samples per class (seeded), with their rows."""
@@ -135,8 +142,7 @@ class ReReLRP(Learner):
         if progress:
             progress(Progress(Stage.PRUNE, 2, 3, task.index, pruned=result.n_pruned,
                               kept=self.prune_log[-1]["kept"], passes=self.prune_log[-1]["passes"]))
-        samples = self.recognition_samples(task, x_ref)
-        self.recogniser.add_task(task.index, self.subnetworks(samples, range(task.index + 1)))
+        self.recogniser.learn_task(self, task, x_ref)
         if progress:
             progress(Progress(Stage.RECOGNISERS, 3, 3, task.index))
         self.timing["consolidate"] += time.perf_counter() - started
@@ -158,7 +164,7 @@ class ReReLRP(Learner):
     def recognition_indices(self, task):
         """Indices of the validation images (``val_per_class`` per class, seeded) whose relevance
         vectors join the reference set's for recognition; the rest of validation stays unseen."""
-        return per_class_draw(task.y_val, task.n_classes, self.recogniser.config.val_per_class,
+        return per_class_draw(task.y_val, task.n_classes, self.recogniser.val_per_class,
                               self.config.seed * 1000 + 700 + task.index)
 
     def recognition_samples(self, task, x_ref=None):
@@ -177,12 +183,13 @@ class ReReLRP(Learner):
         input heatmaps when ``want_input``)."""
         if not self.can_recognise():
             return super().recognise(x, want_input)
-        return self.recogniser.recognise(self.subnetworks(x, want_input=want_input), self.tasks)
+        self.model.check_input(x)
+        return self.recogniser.predict(self, x, want_input)
 
     def explain_task(self, result, row=0, n_features=8):
-        """Why input ``row`` of a :meth:`recognise` result got its task, named by (layer, unit)."""
-        unit_names = [(layer.name, u) for layer in self.model.unit_layers for u in range(layer.n_units)]
-        return self.recogniser.explain(result, unit_names, row, n_features)
+        """Why input ``row`` of a :meth:`recognise` result got its task: per task its class
+        distance (class Gaussians) or per recogniser its weightiest units, named (layer, unit)."""
+        return self.recogniser.why(result, self, row, n_features)
 
     def predict_tag(self, x):
         if not self.can_recognise():

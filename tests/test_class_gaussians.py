@@ -1,0 +1,136 @@
+"""Task recognition from class Gaussians (the default): right numbers, constant state per task that
+never changes after its task, exact save and load, clear errors on damaged statistics."""
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from rerelrp_core.class_gaussians import ClassGaussians, space_columns, unit_activations
+from rerelrp_core.errors import UserError
+from rerelrp_core.learners import accuracy
+from rerelrp_core.recognition import recognition_config
+from rerelrp_core.runs import load_run, save_run
+from rerelrp_core.sequence import train_sequence
+
+from conftest import small_config
+
+
+def test_default_recognises_by_class_gaussians_and_beats_the_forests(digits_run, digits_forest_run):
+    assert isinstance(digits_run.learner.recogniser, ClassGaussians)
+    gaussian, forest = digits_run.metrics, digits_forest_run.metrics
+    assert gaussian["acc_taw"] == forest["acc_taw"]        # recognition changes nothing else
+    assert gaussian["task_recognition_acc"] > forest["task_recognition_acc"]
+    assert gaussian["avg_acc_tag"][-1] > forest["avg_acc_tag"][-1]
+
+
+def test_distance_is_the_normalised_shrunk_mahalanobis_distance(digits_run, digits_tasks):
+    """With every eigenvector kept, the stored statistics give the textbook distance to the class
+    mean under the class covariance normalised to mean variance 1 and shrunk by ``shrink``."""
+    learner = copy.copy(digits_run.learner)
+    config = recognition_config({"rank": 10_000, "shrink": 0.2})
+    learner.recogniser = recogniser = ClassGaussians(config)
+    task = digits_tasks[0]
+    recogniser.learn_task(learner, task)
+    values = recogniser.features(learner, task.x_train)
+    x = recogniser.features(learner, digits_tasks[1].x_test[:5])
+    for c in range(task.n_classes):
+        own = values[task.y_train == c]
+        covariance = torch.cov(own.T, correction=0)
+        covariance = 0.8 * covariance / covariance.diagonal().mean() + 0.2 * torch.eye(len(covariance),
+                                                                                           dtype=covariance.dtype)
+        centred = x - own.mean(0)
+        expected = (centred @ torch.linalg.inv(covariance) * centred).sum(1)
+        torch.testing.assert_close(recogniser.distances(x)[:, c], expected, rtol=2e-3, atol=1e-6)
+
+
+def test_features_are_subnetwork_0_activations_and_leave_the_model_as_it_was(digits_run, digits_tasks):
+    learner = digits_run.learner
+    x = digits_tasks[2].x_test[:4]
+    before = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    values = unit_activations(learner.model, learner.task_masks(0), x)
+    assert all(layer.mask.recorded is None and layer.mask.mask is None for layer in learner.model.unit_layers)
+    assert all(torch.equal(v, learner.model.state_dict()[k]) for k, v in before.items())
+    columns = space_columns(learner.model, learner.ownership.task_masks[0])
+    assert (values[:, ~columns] == 0).all()          # units task 0 pruned never fire in its subnetwork
+    fc = learner.model.unit_layers[-1]
+    with torch.no_grad(), learner.model.subnetwork(learner.task_masks(0)):
+        hidden = learner.model.backbone(x)
+    torch.testing.assert_close(values[:, -fc.n_units:].float(), hidden.relu())
+
+
+def test_state_per_task_is_constant_and_never_changes_after_its_task(digits, digits_split):
+    kept = []      # after every task: each finished task's statistics and stored bytes
+
+    def snapshot(run):
+        recogniser = run.learner.recogniser
+        kept.append([([getattr(recogniser, name)[k].clone() for name in ("means", "vectors", "variances")],
+                      run.learner.stored_parts(k)) for k in range(run.tasks_done)])
+
+    train_sequence(digits, digits_split, small_config(), on_task_end=snapshot)
+    for step in kept[1:]:
+        for k, (tensors, parts) in enumerate(step):
+            first_tensors, first_parts = kept[k][k]     # as saved right after task k
+            assert parts == first_parts
+            assert all(torch.equal(a, b) for a, b in zip(tensors, first_tensors))
+    final = [parts["class means"] + parts["class covariances"] for _, parts in kept[-1]]
+    assert len(set(final)) == 1 and final[0] > 0          # two classes per task: the same bytes
+    assert "relevance values" not in kept[-1][-1][1]
+
+
+def test_predictions_are_the_recognised_subnetworks_own(digits_run, digits_tasks):
+    learner = digits_run.learner
+    x = torch.cat([t.x_test for t in digits_tasks])
+    result = learner.recognise(x)
+    assert torch.equal(result["predicted"], learner.predict_tag(x))
+    sums = torch.as_tensor(result["task_probs"]).sum(1)
+    torch.testing.assert_close(sums, torch.ones(len(x), dtype=sums.dtype))
+    for task in digits_tasks:
+        mine = result["task"] == task.index
+        own = learner.predict_taw(x[mine], task.index) + task.offset
+        assert torch.equal(result["predicted"][mine], own)
+    labels = torch.cat([torch.full((len(t.x_test),), t.index) for t in digits_tasks])
+    assert accuracy(result["task"], labels) > 90
+    why = learner.explain_task(learner.recognise(x[:1]))
+    assert [w["task"] for w in why] == [0, 1, 2]
+    assert min(why, key=lambda w: w["distance"])["task"] == int(result["task"][0])
+
+
+def test_save_and_load_give_the_same_predictions(digits_run, digits_tasks, tmp_path):
+    save_run(digits_run, tmp_path / "run")
+    loaded = load_run(tmp_path / "run")
+    x = torch.cat([t.x_test for t in digits_tasks])
+    assert torch.equal(loaded.learner.predict_tag(x), digits_run.learner.predict_tag(x))
+    tensors = load_file(str(tmp_path / "run" / "learner.safetensors"))
+    assert not any(name.startswith("features.") for name in tensors)     # no relevance vectors kept
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("gaussians.means.t1", lambda t: t[:, :-1].contiguous()),
+    ("gaussians.vectors.t0", lambda t: t.float()),
+    ("gaussians.variances.t2", lambda t: -t),
+    ("gaussians.means.t0", lambda t: t * float("nan")),
+    ("gaussians.vectors.t2", None),
+])
+def test_damaged_statistics_are_refused(digits_run, tmp_path, name, damage):
+    save_run(digits_run, tmp_path / "run")
+    path = tmp_path / "run" / "learner.safetensors"
+    tensors = load_file(str(path))
+    if damage is None:
+        del tensors[name]
+    else:
+        tensors[name] = damage(tensors[name])
+    save_file(tensors, str(path))
+    with pytest.raises(UserError, match=f"class statistics of task {name[-1]} are missing or have the wrong"):
+        load_run(tmp_path / "run")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"kind": "knn"}, "kind must be one of gaussian, forest"),
+    ({"shrink": 0}, "shrink must be a number above 0"),
+    ({"power": -1}, "power must be a number above 0"),
+    ({"rank": 0}, "rank must be a whole number of at least 1"),
+])
+def test_bad_settings_are_refused(settings, message):
+    with pytest.raises(UserError, match=message):
+        recognition_config(settings)
