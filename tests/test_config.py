@@ -40,8 +40,8 @@ def test_defaults_and_presets_are_valid():
     assert TrainConfig() == make_config()
     assert make_config(recognition="faithful").recognition["context"] is False
     assert make_config(epochs=None, lr=None) == TrainConfig()      # left empty: the default
-    with pytest.raises(UserError,
-                       match=r"recognition \(--recognition\) must be one of faithful, ours; got .best."):
+    with pytest.raises(UserError, match=r"recognition \(--recognition\) must be one of faithful, forest, "
+                                        r"ours; got .best."):
         make_config(recognition="best")
 
 
