@@ -138,6 +138,8 @@ def cached_figure(name, build):
 with st.spinner("Running every subnetwork with LRP…"):
     result = explanation(shared, x)
 recognised = result["task"]
+why_task = result["recognisers"]
+by_class = bool(why_task) and "class" in why_task[0]     # class Gaussians (else the relevance forests)
 
 # -- what the model sees, what it says ---------------------------------------------------------
 left, middle, right = st.columns([1, 1, 2])
@@ -174,12 +176,11 @@ def why_sentence():
               else f", both frozen by {owners[0]}," if len(set(owners)) == 1
               else f", frozen by {' and '.join(owners)},")
     carriers = f"unit {names}{frozen} carries" if len(leaders) == 1 else f"units {names}{frozen} carry"
-    why = result["recognisers"]
     if result["task_probs"] is None:
         verdict = f"This method has no task recogniser: the class it predicts belongs to task {recognised}"
-    elif why and "class" in why[0]:
-        verdict = (f"Its nearest class is {why[recognised]['class']!r} of task {recognised} (probability "
-                   f"{result['task_probs'][recognised]:.2f})")
+    elif by_class:
+        verdict = (f"Its nearest class is {why_task[recognised]['class']!r} of task {recognised} "
+                   f"(probability {result['task_probs'][recognised]:.2f})")
     else:
         verdict = f"The recogniser chain gives task {recognised} {result['task_probs'][recognised]:.2f}"
     if not has_masks:
@@ -216,14 +217,7 @@ deciding_maps = [decision.layers[i].heatmaps[r] for i, _, r in deciding]
 heat_strip(deciding_maps, deciding_titles, width=4)
 st.caption("What the deciding units see: the input relevance that flows through each of them alone "
            "(red = evidence for the class, blue = against).")
-if result["recognisers"] and "features" in result["recognisers"][0]:   # the relevance forests
-    with st.expander("What the recognisers look at"):
-        for rec in result["recognisers"]:
-            features = ", ".join(f"{f['layer']}/{f['unit']} in task {f['subnetwork']}'s subnetwork"
-                                 for f in rec["features"][:4])
-            st.markdown(f"- **Recogniser {rec['task']}** (is it task {rec['task']}, or a later one?) says "
-                        f"{rec['probability']:.2f}; it weighs most: {features}.")
-elif result["recognisers"]:                                              # class Gaussians
+if by_class:
     with st.expander("What decided the task", expanded=True):
         st.caption("Each class keeps the mean and covariance of its training images' activations in "
                    "task 0's subnetwork (frozen, so they never go stale; no image is kept). The input goes "
@@ -231,7 +225,14 @@ elif result["recognisers"]:                                              # class
         st.dataframe(pd.DataFrame([{"task": rec["task"], "nearest class": rec["class"],
                                     "distance": round(rec["distance"], 3),
                                     "probability": round(rec["probability"], 3)}
-                                   for rec in result["recognisers"]]).set_index("task"), width="stretch")
+                                   for rec in why_task]).set_index("task"), width="stretch")
+elif why_task:
+    with st.expander("What the recognisers look at"):
+        for rec in why_task:
+            features = ", ".join(f"{f['layer']}/{f['unit']} in task {f['subnetwork']}'s subnetwork"
+                                 for f in rec["features"][:4])
+            st.markdown(f"- **Recogniser {rec['task']}** (is it task {rec['task']}, or a later one?) says "
+                        f"{rec['probability']:.2f}; it weighs most: {features}.")
 
 
 # -- the pathway -------------------------------------------------------------------------------

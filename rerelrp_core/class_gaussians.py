@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .errors import UserError
 from .learners.training import batched_logits
+from .tasks import head_slices
 
 GRID = 2     # conv activations are averaged over a GRID x GRID grid of the feature map
 
@@ -147,8 +148,8 @@ class ClassGaussians:
     def predict(self, learner, x, want_input=False):
         """Task-agnostic prediction: the nearest class's task, then that task's subnetwork picks the
         class. Returns ``task_probs`` (N, T), ``task``, ``predicted`` (global row), ``distances``
-        (N, classes seen), ``typical`` and ``subnetworks`` (an LRP pass through every subnetwork
-        when ``want_input``, for heatmaps; else None)."""
+        (N, classes seen) and ``subnetworks`` (an LRP pass through every subnetwork when
+        ``want_input``, for heatmaps; else None)."""
         distance = self.distances(self.features(learner, x))
         owner = torch.tensor([spec.index for spec in learner.tasks for _ in range(spec.n_classes)])
         class_probs = torch.softmax(-distance / 2, dim=1)
@@ -166,10 +167,7 @@ class ClassGaussians:
         stacked = learner.stacked_task_masks(list(range(len(learner.tasks))))
         masks = [layer[task] for layer in stacked]
         logits = batched_logits(learner.model, x, masks).cpu()
-        allowed = torch.zeros(len(learner.tasks), logits.shape[1], dtype=torch.bool)
-        for spec in learner.tasks:
-            allowed[spec.index, spec.rows] = True
-        return logits.masked_fill(~allowed[task], -torch.inf).argmax(1)
+        return logits.masked_fill(~head_slices(learner.tasks, logits.shape[1])[task], -torch.inf).argmax(1)
 
     def why(self, result, learner, row=0, n_features=None):
         """Why input ``row`` got its task: per task its probability, its nearest class and that

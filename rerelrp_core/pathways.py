@@ -193,7 +193,7 @@ def _check(learner, x, task, target, top_units, top_edges):
         raise UserError(f"A pathway explains exactly one image, got a batch of {len(x)}.")
     if not _whole(task) or not 0 <= task < len(learner.tasks):
         raise UserError(f"Task {task!r} is not a task this run has seen (0 to {len(learner.tasks) - 1}).")
-    seen = sum(t.n_classes for t in learner.tasks)
+    seen = learner.seen_classes
     if target is not None and (not _whole(target) or not 0 <= target < seen):
         raise UserError(f"Output row {target!r} is not a class this run has seen (0 to {seen - 1}).")
     for name, value in (("top_units", top_units), ("top_edges", top_edges)):

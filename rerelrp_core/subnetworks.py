@@ -9,6 +9,7 @@ from typing import NamedTuple
 import torch
 
 from .relevance import lrp_context, normalise, relevance_batch
+from .tasks import head_slices
 
 
 class SubnetworkPass(NamedTuple):
@@ -29,10 +30,7 @@ def subnetwork_pass(model, task_masks, tasks, x, batch_size=512, device=None, wa
     n_sub = len(tasks)
     chunk = max(1, batch_size // n_sub)
     parts = {name: [[] for _ in tasks] for name in SubnetworkPass._fields}
-    # allowed[i, c]: output row c belongs to subnetwork i's head slice
-    allowed = torch.zeros(n_sub, model.n_classes, dtype=torch.bool, device=device)
-    for i, task in enumerate(tasks):
-        allowed[i, task.rows] = True
+    allowed = head_slices(tasks, model.n_classes, device)
     with lrp_context(model) as modified:
         for begin in range(0, len(x), chunk):
             xb = x[begin:begin + chunk].to(device)

@@ -5,6 +5,8 @@ the images), the learner (the tasks it has seen) and the saved run (``run.json``
 """
 from dataclasses import dataclass
 
+import torch
+
 from .errors import UserError
 
 
@@ -53,6 +55,14 @@ class TaskSpec:
             raise UserError(f"task {spec.index} has {spec.n_classes} classes "
                             f"but {len(spec.class_names)} names")
         return spec
+
+
+def head_slices(tasks, n_rows, device=None):
+    """(len(tasks), n_rows) bool: row i marks the output rows of ``tasks[i]``'s head slice."""
+    slices = torch.zeros(len(tasks), n_rows, dtype=torch.bool, device=device)
+    for i, task in enumerate(tasks):
+        slices[i, task.rows] = True
+    return slices
 
 
 def class_of_row(tasks, row):

@@ -25,6 +25,22 @@ def digits_tasks(digits, digits_split):
     return make_tasks(digits, digits_split)
 
 
+def save_with_damaged_tensor(run, folder, name, damage):
+    """Save ``run`` into ``folder``, then replace its stored tensor ``name`` by ``damage(tensor)``,
+    or delete it when ``damage`` is None."""
+    from safetensors.torch import load_file, save_file
+
+    from rerelrp_core.runs import save_run
+    save_run(run, folder)
+    path = folder / "learner.safetensors"
+    tensors = load_file(str(path))
+    if damage is None:
+        del tensors[name]
+    else:
+        tensors[name] = damage(tensors[name])
+    save_file(tensors, str(path))
+
+
 def small_config(**overrides):
     values = dict(method="rerelrp", epochs=8, lr=0.05, seed=0, device="cpu")
     values.update(overrides)

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from rerelrp_core.class_gaussians import ClassGaussians, space_columns, unit_activations
 from rerelrp_core.errors import UserError
@@ -13,7 +13,7 @@ from rerelrp_core.recognition import recognition_config
 from rerelrp_core.runs import load_run, save_run
 from rerelrp_core.sequence import train_sequence
 
-from conftest import small_config
+from conftest import save_with_damaged_tensor, small_config
 
 
 def test_default_recognises_by_class_gaussians_and_beats_the_forests(digits_run, digits_forest_run):
@@ -113,14 +113,7 @@ def test_save_and_load_give_the_same_predictions(digits_run, digits_tasks, tmp_p
     ("gaussians.vectors.t2", None),
 ])
 def test_damaged_statistics_are_refused(digits_run, tmp_path, name, damage):
-    save_run(digits_run, tmp_path / "run")
-    path = tmp_path / "run" / "learner.safetensors"
-    tensors = load_file(str(path))
-    if damage is None:
-        del tensors[name]
-    else:
-        tensors[name] = damage(tensors[name])
-    save_file(tensors, str(path))
+    save_with_damaged_tensor(digits_run, tmp_path / "run", name, damage)
     with pytest.raises(UserError, match=f"class statistics of task {name[-1]} are missing or have the wrong"):
         load_run(tmp_path / "run")
 

@@ -15,7 +15,7 @@ from rerelrp_core.runs import load_run, save_run
 from rerelrp_core.sequence import train_sequence
 from rerelrp_core.subnetworks import subnetwork_pass
 
-from conftest import small_config
+from conftest import save_with_damaged_tensor, small_config
 
 
 @pytest.fixture(scope="module")
@@ -137,14 +137,7 @@ def test_keeping_only_read_columns_changes_no_prediction(digits_run, digits_task
                                        ("selected.r0", lambda t: t.flip(0)),
                                        ("selected.r1", None)])
 def test_damaged_column_lists_are_refused(digits_run, tmp_path, name, bad):
-    save_run(digits_run, tmp_path / "run")
-    path = tmp_path / "run" / "learner.safetensors"
-    tensors = load_file(str(path))
-    if bad is None:
-        del tensors[name]
-    else:
-        tensors[name] = bad(tensors[name])
-    save_file(tensors, str(path))
+    save_with_damaged_tensor(digits_run, tmp_path / "run", name, bad)
     with pytest.raises(UserError, match="wrong shape|missing or out of range"):
         load_run(tmp_path / "run")
 

@@ -156,6 +156,11 @@ class Learner:
         return []
 
     # -- shared ---------------------------------------------------------------------------------
+    @property
+    def seen_classes(self):
+        """Classes of every task seen so far (the output rows in use)."""
+        return sum(t.n_classes for t in self.tasks)
+
     def subnetworks(self, x, tasks=None, want_input=False):
         """:func:`~rerelrp_core.subnetworks.subnetwork_pass` of ``x`` through the given tasks'
         subnetworks (default: all seen tasks)."""
@@ -209,5 +214,4 @@ class Learner:
 
     def predict_tag(self, x):
         """Global class (output row) of every input, over all classes seen so far."""
-        seen = sum(t.n_classes for t in self.tasks)
-        return batched_logits(self.model, x)[:, :seen].argmax(1).cpu()
+        return batched_logits(self.model, x)[:, :self.seen_classes].argmax(1).cpu()

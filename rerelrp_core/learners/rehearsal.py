@@ -13,10 +13,6 @@ class Rehearsal(Learner):
         super().__init__(model, config, device)
         self.exemplars = {}
 
-    @property
-    def seen_classes(self):
-        return sum(t.n_classes for t in self.tasks)
-
     def loss_columns(self, task):
         return slice(0, task.offset + task.n_classes)     # all classes seen so far
 
