@@ -264,6 +264,9 @@ def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):
         assert not other.error or name == "forgetting", (name, [e.value for e in other.error])
         if name == "forgetting":
             assert not any("kept no per-task snapshots" in i.value for i in other.info)
+        if name == "explore":      # runs trained now recognise tasks by class Gaussians
+            assert any(m.value.startswith("Its nearest class is") for m in other.markdown)
+            assert any("distance" in frame.value.columns for frame in other.dataframe)
 
 
 def test_cancel_then_resume_from_the_train_page(runs_dir):
