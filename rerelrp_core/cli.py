@@ -45,6 +45,9 @@ def build_parser():
     train.add_argument("--ref-per-class", type=int, default=defaults.ref_per_class)
     train.add_argument("--loss-scope", default=defaults.loss_scope, choices=["task", "seen"])
     train.add_argument("--max-keep-fraction", type=float, help="cap on the share of units one task may keep")
+    train.add_argument("--max-claim-fraction", type=float,
+                       help="largest share of each layer's free units one task may freeze "
+                            "(default 0.75; 1 = no cap, as in the paper)")
     train.add_argument("--reinit-free", action="store_true", help="re-initialise free units before each task")
     train.add_argument("--reg-strength", type=float,
                        help="ewc / lwf regularisation weight "
@@ -71,6 +74,7 @@ def config_from_args(args):
     return make_config(method=args.method, arch=args.model, epochs=args.epochs, lr=args.lr,
                        batch_size=args.batch_size, acc_drop=args.acc_drop, ref_per_class=args.ref_per_class,
                        loss_scope=args.loss_scope, max_keep_fraction=args.max_keep_fraction,
+                       max_claim_fraction=args.max_claim_fraction,
                        reinit_free=args.reinit_free, seed=args.seed, device=args.device,
                        reg_strength=args.reg_strength, memory=args.memory, recognition=args.recognition)
 

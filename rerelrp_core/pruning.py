@@ -18,6 +18,7 @@ class PruneResult:
     accuracy: float       # validation accuracy of the pruned subnetwork, percent
     reference_accuracy: float
     passes: int           # validation passes spent by the search
+    capped: int = 0       # units the claim cap pruned beyond what acc_drop allowed
 
 
 def prune_order(scores, min_keep_per_layer=1):
@@ -41,7 +42,29 @@ def keep_masks(layer_sizes, order, k):
     return keep
 
 
-def search_pruning(scores, evaluate, reference_accuracy, acc_drop=1.0, max_keep_fraction=None):
+def cap_claims(keep, scores, free, fraction):
+    """Keep masks where the task freezes at most ``floor(fraction * free units)`` of each layer's free
+    units: the least relevant of its new units beyond that are pruned. Units it reuses (frozen by an
+    earlier task) cost no capacity and stay. With ``fraction`` < 1 a layer never runs out of free
+    units, so every later task can still learn something of its own. A layer left empty keeps its
+    most relevant frozen unit (a subnetwork needs one unit per layer)."""
+    capped = []
+    for k, s, f in zip(keep, scores, free):
+        k = k.clone()
+        claimed = torch.nonzero(k & f).flatten()
+        limit = int(fraction * int(f.sum()))
+        if len(claimed) > limit:
+            by_relevance = claimed[torch.argsort(s.float().cpu()[claimed], descending=True, stable=True)]
+            k[by_relevance[limit:]] = False
+        if not k.any() and (~f).any():
+            reused = torch.nonzero(~f).flatten()
+            k[reused[torch.argmax(s.float().cpu()[reused])]] = True
+        capped.append(k)
+    return capped
+
+
+def search_pruning(scores, evaluate, reference_accuracy, acc_drop=1.0, max_keep_fraction=None,
+                   free=None, max_claim_fraction=1.0):
     """Find the largest set of low-relevance units to prune.
 
     Parameters
@@ -52,6 +75,9 @@ def search_pruning(scores, evaluate, reference_accuracy, acc_drop=1.0, max_keep_
     acc_drop: allowed drop in accuracy points.
     max_keep_fraction: optional cap on the fraction of all units the task may keep (a remedy for
         capacity saturation); the cap is applied even if accuracy then drops further.
+    free: per layer, bool tensor of the units no earlier task froze (None: all free).
+    max_claim_fraction: the largest share of each layer's free units the task may freeze (see
+        :func:`cap_claims`); applied after the search, even if accuracy then drops further.
     """
     sizes = [len(s) for s in scores]
     order = prune_order(scores)
@@ -70,4 +96,12 @@ def search_pruning(scores, evaluate, reference_accuracy, acc_drop=1.0, max_keep_
             lo, lo_accuracy = mid, accuracy
         else:
             hi = mid
-    return PruneResult(keep_masks(sizes, order, lo), lo, lo_accuracy, reference_accuracy, passes)
+    keep = keep_masks(sizes, order, lo)
+    if max_claim_fraction < 1:
+        capped = cap_claims(keep, scores, free or [torch.ones(n, dtype=torch.bool) for n in sizes],
+                            max_claim_fraction)
+        if any((c != k).any() for c, k in zip(capped, keep)):
+            n_pruned = sum(sizes) - int(sum(c.sum() for c in capped))
+            return PruneResult(capped, n_pruned, evaluate(capped), reference_accuracy, passes + 1,
+                               capped=n_pruned - lo)
+    return PruneResult(keep, lo, lo_accuracy, reference_accuracy, passes)

@@ -39,7 +39,7 @@ from .task_recognition import TaskRecogniser
 from .tasks import TaskSpec
 
 FORMAT = "rerelrp-run"
-VERSION = 3
+VERSION = 4
 REQUIRED = {"format": str, "version": int, "config": dict, "split": dict, "dataset": str, "class_names": list,
             "input_shape": list, "tasks": list, "history": dict}
 
@@ -263,7 +263,15 @@ def _version2_to_3(state, tensors):
     return state, tensors
 
 
-MIGRATIONS = {1: _version1_to_2, 2: _version2_to_3}
+def _version3_to_4(state, tensors):
+    """Version 4: a task may freeze at most ``max_claim_fraction`` of each layer's free units. Runs
+    saved before had no such cap, which 1 keeps (so a resumed run goes on as it began)."""
+    state["config"] = {**state["config"], "max_claim_fraction": 1.0}
+    state["version"] = 4
+    return state, tensors
+
+
+MIGRATIONS = {1: _version1_to_2, 2: _version2_to_3, 3: _version3_to_4}
 
 
 def _load_snapshots(folder, model, n_tasks):

@@ -16,6 +16,7 @@ BAD = {
     "lr": [-1, 0, float("nan"), float("inf")], "momentum": [-0.1, 1.0], "weight_decay": [-1e-4],
     "patience": [0], "lr_decay": [0, 1.5], "max_decays": [-1], "loss_scope": ["all"],
     "acc_drop": [-5, 101, float("nan")], "ref_per_class": [0], "max_keep_fraction": [0, 1.5, -0.2],
+    "max_claim_fraction": [0, 1.01, None],
     "reg_strength": [-1.0], "memory": [-3, 0], "reinit_free": ["yes", 1], "keep_snapshots": [1],
     "relevance_batch": [0], "recognition": [{"top_k": -1}, {"chain": "loop"}, {"trees": 0}, {"bogus": 1},
                                             {"context": "yes"}, "ours"],
@@ -48,7 +49,8 @@ def test_defaults_and_presets_are_valid():
 @pytest.mark.parametrize("flag, value, option", [
     ("--epochs", "0", "epochs"), ("--lr", "-1", "lr"), ("--batch-size", "0", "batch_size"),
     ("--ref-per-class", "0", "ref_per_class"), ("--acc-drop", "-5", "acc_drop"), ("--memory", "-3", "memory"),
-    ("--max-keep-fraction", "2", "max_keep_fraction"), ("--reg-strength", "-1", "reg_strength"),
+    ("--max-keep-fraction", "2", "max_keep_fraction"),
+    ("--max-claim-fraction", "0", "max_claim_fraction"), ("--reg-strength", "-1", "reg_strength"),
     ("--seed", "-1", "seed"), ("--device", "gpu", "device"), ("--lr", "nan", "lr")])
 def test_command_line_refuses_bad_options_before_any_work(tmp_path, capsys, flag, value, option):
     out = tmp_path / "run"

@@ -24,6 +24,7 @@ def test_older_formats_open_and_predict_as_before(name, tmp_path):
     x = torch.cat([t.x_test for t in tasks])
     assert run.learner.predict_tag(x).tolist() == expected["tag"]
     assert run.metrics["acc_tag"] == expected["acc_tag"]
+    assert run.config.max_claim_fraction == 1.0          # trained without the claim cap, resumed so
     # saved again, it is a current-version run that predicts the same
     save_run(run, tmp_path / "again")
     assert json.loads((tmp_path / "again" / "run.json").read_text())["version"] == VERSION

@@ -153,12 +153,14 @@ class ReReLRP(Learner):
         reference_accuracy = self.validation_accuracy(task)
         result = search_pruning(scores,
                                 lambda keep: self.validation_accuracy(task, [k.float() for k in keep]),
-                                reference_accuracy, self.config.acc_drop, self.config.max_keep_fraction)
+                                reference_accuracy, self.config.acc_drop, self.config.max_keep_fraction,
+                                [~f for f in self.ownership.frozen()], self.config.max_claim_fraction)
         self.ownership.add_task(result.keep)
         self.prune_log.append({"task": task.index, "pruned": result.n_pruned,
                                "kept": int(sum(k.sum() for k in result.keep)),
                                "val_acc_before": result.reference_accuracy, "val_acc_after": result.accuracy,
-                               "passes": result.passes + 1})  # +1: the unpruned reference pass
+                               "passes": result.passes + 1,  # +1: the unpruned reference pass
+                               "capped": result.capped})
         return result
 
     def recognition_indices(self, task):

@@ -1,0 +1,66 @@
+"""Choose the claim cap (``max_claim_fraction``: the largest share of each layer's free units one task
+may freeze) on validation images. For every cap and seed it trains a whole sequence and prints the
+final TAw / TAg on the validation images of all tasks (what the choice is made on), the same on the
+test images (reported, not used), the least free share of any layer, and the units the cap pruned.
+
+    .venv/bin/python bench/claim_cap.py --dataset mnist5k-fashion --tasks 10 --caps 1 0.9 0.75 0.5
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from rerelrp_core.config import TrainConfig  # noqa: E402
+from rerelrp_core.data import SplitConfig, make_tasks  # noqa: E402
+
+from common import open_dataset, timed_sequence, write_results  # noqa: E402
+
+
+def accuracies(learner, tasks, part):
+    """Average TAw and overall TAg (%) over ``tasks`` on their ``part`` images (val or test)."""
+    xs = [getattr(t, f"x_{part}") for t in tasks]
+    ys = [getattr(t, f"y_{part}") for t in tasks]
+    taw = [float((learner.predict_taw(x, t.index) == y).float().mean()) for x, y, t in zip(xs, ys, tasks)]
+    tag = learner.predict_tag(torch.cat(xs)) == torch.cat([y + t.offset for y, t in zip(ys, tasks)])
+    return 100 * sum(taw) / len(taw), 100 * float(tag.float().mean())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", default="mnist5k-fashion")
+    parser.add_argument("--tasks", type=int, default=10)
+    parser.add_argument("--caps", type=float, nargs="+", default=[1.0, 0.9, 0.75, 0.5])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--acc-drop", type=float, default=2.0)
+    parser.add_argument("--name")
+    args = parser.parse_args()
+    dataset, meta = open_dataset(args.dataset)
+    rows = []
+    for cap in args.caps:
+        for seed in args.seeds:
+            config = TrainConfig(seed=seed, acc_drop=args.acc_drop, max_claim_fraction=cap)
+            run, seconds = timed_sequence(dataset, args.tasks, config)
+            tasks = make_tasks(dataset, SplitConfig(n_tasks=args.tasks, seed=seed))
+            val_taw, val_tag = accuracies(run.learner, tasks, "val")
+            test_taw, test_tag = accuracies(run.learner, tasks, "test")
+            rows.append({"cap": cap, "seed": seed, "val_taw": val_taw, "val_tag": val_tag,
+                         "test_taw": test_taw, "test_tag": test_tag,
+                         "least_free": min(run.learner.ownership.free_fraction()),
+                         "capped_units": sum(p["capped"] for p in run.learner.prune_log),
+                         "run_s": round(seconds, 1)})
+            print(" ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                           for k, v in rows[-1].items()), flush=True)
+    for cap in args.caps:
+        mine = [r for r in rows if r["cap"] == cap]
+        mean = {k: sum(r[k] for r in mine) / len(mine)
+                for k in ("val_taw", "val_tag", "test_taw", "test_tag")}
+        print(f"cap {cap}: validation TAw {mean['val_taw']:.2f} TAg {mean['val_tag']:.2f} | "
+              f"test TAw {mean['test_taw']:.2f} TAg {mean['test_tag']:.2f}")
+    write_results(args.name or f"claim-cap-{args.dataset}", rows, {**meta, "acc_drop": args.acc_drop})
+
+
+if __name__ == "__main__":
+    main()
