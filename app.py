@@ -7,7 +7,8 @@ from ui.timing import timed_rerun
 
 st.set_page_config(page_title="ReReLRP Explorer", page_icon=":material/psychology:", layout="wide")
 pages = st.navigation([
-    st.Page("pages/explore.py", title="Explore", icon=":material/search:", default=True),
+    st.Page("pages/tour.py", title="Tour", icon=":material/tour:", default=True),
+    st.Page("pages/explore.py", title="Explore", icon=":material/search:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/masking.py", title="Masking", icon=":material/layers:"),
     st.Page("pages/forgetting.py", title="Forgetting", icon=":material/trending_down:"),

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import rerelrp_core  # noqa: E402,F401
+from rerelrp_core.class_gaussians import ClassGaussians  # noqa: E402
 from rerelrp_core.config import TrainConfig  # noqa: E402
 from rerelrp_core.data import SplitConfig, load_dataset, make_tasks  # noqa: E402
 from rerelrp_core.learners import resolve_device  # noqa: E402
@@ -85,8 +86,14 @@ def main():
     t_one = timed(lambda: learner.recognise(one), args.repeat)
     t_batch = timed(lambda: learner.predict_tag(batch), 2)
     rows_out["tag_one_image_ms"] = round(1000 * t_one, 1)
+    recogniser = learner.recogniser
+    if isinstance(recogniser, ClassGaussians):     # its share of one image's task-agnostic prediction
+        t_recognise = timed(lambda: recogniser.distances(recogniser.features(learner, one)), args.repeat)
+        rows_out["recogniser_one_image_ms"] = round(1000 * t_recognise, 2)
+        rows_out["recogniser_share_of_tag"] = round(t_recognise / t_one, 3)
     rows_out["tag_batch_images_per_s"] = round(len(batch) / t_batch, 1)
     timing = run.metrics["timing_s"]
+    rows_out["model"] = run.config.arch
     rows_out["train_s"] = timing["train"]
     rows_out["consolidate_s"] = timing["consolidate"]
     rows_out["consolidate_over_train"] = round(timing["consolidate"] / max(timing["train"], 1e-9), 3)

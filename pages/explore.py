@@ -7,7 +7,7 @@ import streamlit as st
 from rerelrp_core.errors import UserError
 from rerelrp_core.explain import prepare_upload
 from ui import figures
-from ui.pathway_view import graph_view
+from ui.pathway_view import class_probabilities, graph_view
 from ui.state import ROOT, current_run, data_tasks, explanation, image_key, memo, pathway, references
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
@@ -254,9 +254,7 @@ path = pathway(shared, x, chosen, target)
 other = None
 if overlay is not None:
     other = (overlay, [m.numpy() > 0 for m in run.learner.task_masks(overlay)])
-logits = path.logits - path.logits.max()
-probs = np.exp(logits) / np.exp(logits).sum()
-class_probs = {int(row): float(p) for row, p in zip(path.task_rows, probs)}
+class_probs = class_probabilities(path)
 selected = st.session_state.get("explore_unit")
 graph = cached_figure(("pathway", chosen, target, overlay, selected),
                       lambda: figures.pathway_graph(graph_view(run, path, x, class_probs, other, selected)))

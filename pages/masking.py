@@ -2,9 +2,11 @@
 import streamlit as st
 
 from rerelrp_core.errors import UserError
-from rerelrp_core.explain import ablation_report, masking_report, ownership_shares
+from rerelrp_core.explain import ablation_report, masking_report, ownership_shares, reuse_matrix
+from rerelrp_core.pruning import level_for
 from ui import figures
-from ui.state import current_run, run_tasks
+from ui.glossary import TERMS
+from ui.state import current_run, pruning_curve, run_tasks
 
 st.title("Masking and ablation")
 shared = current_run()
@@ -45,10 +47,48 @@ else:
     except UserError as error:
         st.error(str(error))
 
-st.subheader("Capacity")
-st.plotly_chart(figures.stacked_shares(ownership_shares(run), "Units owned per task and free, per layer",
-                                       "share of units"), width="stretch")
+st.subheader("Capacity and reuse")
+left, right = st.columns(2)
+left.plotly_chart(figures.stacked_shares(ownership_shares(run), "Units owned per task and free, per layer",
+                                         "share of units"), width="stretch")
+reuse = reuse_matrix(run)
+if reuse is None:
+    right.caption("This method has no subnetworks, so nothing is frozen or reused.")
+else:
+    right.plotly_chart(figures.reuse_matrix(reuse), width="stretch")
+    right.caption("Column j: where the units of task j's subnetwork come from. Off the diagonal, what "
+                  "a later task builds on (frozen earlier, reused read-only); on it, what the task froze "
+                  "itself.")
 if run.metrics.get("capacity"):
     steps = run.metrics["capacity"]
     st.plotly_chart(figures.curves({layer: [100 * step[layer] for step in steps] for layer in steps[0]},
                                    "Free units per layer after each task", "free units (%)"), width="stretch")
+
+st.subheader("The stability–plasticity trade-off, live")
+if run.learner.ownership is None:
+    st.caption("This method does not prune: every task uses the whole network.")
+    st.stop()
+st.caption("Move acc_drop to see how many units a finished task would keep and what validation accuracy "
+           "its subnetwork would have: the curve the pruning search walked, along the task's stored "
+           "relevance ranking, on its validation images. Fewer kept units leave more room for later "
+           "tasks (plasticity); more keep the task's accuracy (stability). " + TERMS["acc_drop"])
+c1, c2 = st.columns([1, 3])
+task_index = c1.selectbox("Task", range(run.tasks_done), format_func=lambda t: f"task {t}", key="curve_task")
+acc_drop = c1.slider("acc_drop (points)", 0.0, 20.0, float(run.config.acc_drop), 0.5, key="curve_acc_drop",
+                     help=TERMS["acc_drop"])
+try:
+    with st.spinner("Walking the pruning curve once…"):
+        curve = pruning_curve(shared, tasks[task_index])
+except UserError as error:
+    st.info(str(error))
+    st.stop()
+pick, total = level_for(curve, acc_drop), curve["kept"][0]
+c1.metric("Units it would keep", f"{curve['kept'][pick]} of {total}",
+          delta=f"{curve['kept'][pick] - curve['kept'][curve['chosen']]:+d} vs what it kept",
+          delta_color="off")
+c1.metric("Validation accuracy", f"{curve['accuracy'][pick]:.1f}%",
+          delta=f"{curve['accuracy'][pick] - curve['reference']:+.1f} vs unpruned", delta_color="off")
+c2.plotly_chart(figures.pruning_curve(curve, pick, acc_drop), width="stretch")
+c2.caption(f"Left of the star (more units kept than task {task_index} froze) the extra units have since been "
+           "trained by later tasks, so those accuracies are today's, not what the search saw; from the star "
+           "on they are exact.")

@@ -13,8 +13,9 @@ from rerelrp_core.learners import LEARNERS
 from rerelrp_core.models import ARCHITECTURES
 from rerelrp_core.registry import check_name, delete_run, list_runs, rename_run, run_zip
 from ui import figures
-from ui.jobs import TrainingJob
-from ui.state import RUNS_DIR
+from ui.jobs import QUEUE, TrainingJob
+from ui.report import run_report
+from ui.state import RUNS_DIR, may_manage, open_run, own_run
 
 DATASETS = {"mnist5k": "MNIST-5k (bundled, 28×28 digits)", "digits": "scikit-learn digits (8×8, fastest)",
             "fashion-mnist": "Fashion-MNIST (full, Debian package)",
@@ -50,6 +51,10 @@ def uploaded_dataset(upload):
         st.session_state["zip_summary"] = summary
     return st.session_state["zip_dataset"]
 
+def report_of(path, name):
+    return run_report(open_run(path).run, name)
+
+
 with st.form("train"):
     c1, c2, c3 = st.columns(3)
     datasets = [d for d in DATASETS if "fashion" not in d or fashion_mnist_available()]
@@ -76,7 +81,7 @@ with st.form("train"):
     st.session_state.setdefault("run_name", time.strftime("run-%Y%m%d-%H%M%S"))
     name = st.text_input("Run name", key="run_name", help="Letters, digits, '.', '_' or '-'.")
     submitted = st.form_submit_button("Start training", type="primary",
-                                      disabled=job is not None and job.state == "running")
+                                      disabled=job is not None and job.active)
 
 if submitted:
     try:
@@ -108,10 +113,13 @@ def show_progress():
     done = job.run.tasks_done if job.run is not None else 0
     st.progress(done / n_tasks, text=f"{job.name}: {done}/{n_tasks} tasks finished · {job.state} · "
                                       f"{job.elapsed:.0f} s")
-    if latest is not None and job.state == "running":
+    if job.state == "queued":
+        st.info(f"Waiting for a free training slot: place {job.place() or 1} in this server's queue "
+                f"({QUEUE.running} training now, at most {QUEUE.slots} at once).")
+    elif latest is not None and job.state == "running":
         st.caption(latest.describe())
-        if st.button("Cancel training", key="cancel"):
-            job.cancel()
+    if job.active and st.button("Cancel training", key="cancel"):
+        job.cancel()
     if job.state == "failed":
         st.error(job.error)
     elif job.state == "cancelled":
@@ -123,6 +131,7 @@ def show_progress():
             st.rerun()
     elif job.state == "finished":
         st.success(f"Finished and saved as {job.saved_to.name}. Pick it in the sidebar to explore it.")
+        own_run(job.saved_to.name)
         if not st.session_state.get(f"listed-{job.saved_to}"):
             # once: redraw the whole page so the sidebar and "Saved runs" list the new run
             st.session_state[f"listed-{job.saved_to}"] = True
@@ -149,21 +158,34 @@ st.subheader("Saved runs")
 runs = list_runs(RUNS_DIR)
 if not runs:
     st.caption(f"No saved run in {RUNS_DIR} yet.")
+else:
+    st.caption("You can rename or delete the runs this session trained; the others (and the bundled demo "
+               "runs) are read-only here unless the server runs with RERELRP_ADMIN=1.")
 for entry in runs:
     with st.expander(entry["label"]):
         c1, c2, c3 = st.columns([2, 1, 1])
+        # callables: the zip and the report are made only when their button is clicked
+        saved, saved_name = entry["path"], entry["name"]
+        c2.download_button("Download (.zip)", lambda path=saved: run_zip(path), f"{saved_name}.zip",
+                           "application/zip", key=f"download-{saved_name}")
+        c3.download_button("HTML report", lambda path=saved, name=saved_name: report_of(path, name),
+                           f"{saved_name}-report.html", "text/html", key=f"report-{saved_name}",
+                           help="The run's metrics and figures in one file that opens offline in a browser.")
+        if not may_manage(entry["name"]):
+            c1.caption("Trained in another session: read-only.")
+            continue
         new_name = c1.text_input("New name", entry["name"], key=f"rename-{entry['name']}")
         if c1.button("Rename", key=f"do-rename-{entry['name']}"):
             try:
                 rename_run(RUNS_DIR, entry["name"], new_name)
+                own_run(new_name, instead_of=entry["name"])
                 st.rerun()
             except UserError as error:
                 st.error(str(error))
-        c2.download_button("Download (.zip)", run_zip(entry["path"]), f"{entry['name']}.zip",
-                           "application/zip", key=f"download-{entry['name']}")
-        if c3.button("Delete", key=f"delete-{entry['name']}"):
+        if c1.button("Delete", key=f"delete-{entry['name']}"):
             try:
                 delete_run(RUNS_DIR, entry["name"])
+                own_run(None, instead_of=entry["name"])
                 st.rerun()
             except UserError as error:
                 st.error(str(error))

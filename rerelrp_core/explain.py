@@ -111,6 +111,38 @@ def ownership_shares(run):
     return out
 
 
+def drift_scores(strip):
+    """How far each heatmap of an :func:`explanation_drift` strip moved from the first one (right
+    after the image's own task): 1 - cosine similarity, 0 = unchanged, 1 = unrelated, 2 = reversed."""
+    first = strip[0][1].ravel()
+    scores = []
+    for _, heat in strip:
+        norms = float(np.linalg.norm(first) * np.linalg.norm(heat.ravel()))
+        scores.append(1.0 - float(first @ heat.ravel()) / norms if norms else 0.0)
+    return scores
+
+
+def forgetting_of(run, task):
+    """Task-aware accuracy points ``task`` has lost after each step since its own (0 at its own)."""
+    acc = run.metrics["acc_taw"]
+    return [acc[task][task] - acc[step][task] for step in range(task, run.tasks_done)]
+
+
+def reuse_matrix(run):
+    """What later tasks build on: ``matrix[i][j]`` is the share of task j's subnetwork (the units it
+    keeps, all layers together) that task i froze. Row j == column j is what task j froze itself;
+    the column sums to 1. None for a method without subnetworks."""
+    masks = run.learner.ownership
+    if masks is None or not masks.n_tasks:
+        return None
+    owner = np.concatenate(run.learner.unit_owners())
+    matrix = np.zeros((masks.n_tasks, masks.n_tasks))
+    for j in range(masks.n_tasks):
+        kept_owners = owner[torch.cat(masks.task_masks[j]).numpy()]
+        matrix[:, j] = np.bincount(kept_owners, minlength=masks.n_tasks)[:masks.n_tasks] / len(kept_owners)
+    return matrix
+
+
 def explanation_drift(run, x, task, target_row):
     """The LRP heatmap of one image for output row ``target_row`` as the model stood after each task
     from ``task`` on, through what task-aware prediction of ``task`` uses (its subnetwork for

@@ -63,6 +63,15 @@ def cap_claims(keep, scores, free, fraction):
     return capped
 
 
+def level_for(curve, acc_drop):
+    """Index of the level of a pruning curve (see ReReLRP.pruning_curve) that the acc_drop rule picks:
+    the one that prunes most while its accuracy stays within ``acc_drop`` points of the reference
+    (the first level, nothing pruned, when none does)."""
+    floor = curve["reference"] - acc_drop
+    passing = [i for i, accuracy in enumerate(curve["accuracy"]) if accuracy >= floor]
+    return passing[-1] if passing else 0
+
+
 def search_pruning(scores, evaluate, reference_accuracy, acc_drop=1.0, max_keep_fraction=None,
                    free=None, max_claim_fraction=1.0):
     """Find the largest set of low-relevance units to prune.

@@ -24,7 +24,7 @@ from rerelrp_core.runs import save_run  # noqa: E402
 from rerelrp_core.sequence import train_sequence  # noqa: E402
 
 WITH_SNAPSHOTS = ("rerelrp", "finetune", "joint")
-METHODS = WITH_SNAPSHOTS + ("ewc", "lwf", "icarl")
+METHODS = WITH_SNAPSHOTS + ("ewc", "lwf", "icarl", "replay")
 # acc_drop 2 on MNIST-5k: it has only 40 validation images per class, so one image is 1.25 points;
 # EWC at 5000 as before its stiffness cap existed (the cap now lets the default train too)
 DEMOS = {method: ("mnist5k", method, {"acc_drop": 2.0, "keep_snapshots": method in WITH_SNAPSHOTS,

@@ -63,8 +63,16 @@ def test_explore_demo_test_sample(runs_dir):
     captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
     assert sum(c.startswith("task ") and ": " in c for c in captions) == 5, captions
     assert any(s.label == "Subnetwork" for s in at.selectbox)
-    assert any(m.value.startswith("The recogniser chain gives task") for m in at.markdown)
+    assert any(m.value.startswith("Its nearest class is") for m in at.markdown)   # class Gaussians
     assert any("LRP health ✓" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_explore_a_run_recognised_by_forests(runs_dir):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["run_path"] = str(ROOT / "tests" / "fixtures" / "runs" / "v1-rerelrp")
+    at.switch_page("pages/explore.py").run()
+    no_failures(at)
+    assert any(m.value.startswith("The recogniser chain gives task") for m in at.markdown)
 
 
 def pathway_figure(at):
@@ -208,6 +216,8 @@ def test_explore_run_whose_data_set_is_gone(runs_dir):
 def test_masking_page_and_ablation(runs_dir):
     at = page("masking")
     no_failures(at)
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert "Reuse: what each task's subnetwork is made of" in titles
     before = len(at.get("plotly_chart"))
     owner = next(s for s in at.selectbox if s.label == "Units owned by")
     owner.set_value(0).run()
@@ -220,12 +230,14 @@ def test_forgetting_page_with_drift(runs_dir):
     no_failures(at)
     shown = metrics(at)
     assert shown["TAw forgetting"] == "0.00"
-    assert len(at.get("plotly_chart")) == 5  # two matrices, two curves, the drift strip
+    # two matrices, two curves, the memory card, two drift strips side by side and drift against loss
+    assert len(at.get("plotly_chart")) == 8
     # the cost table: one row per demo run on the same split, replay-free ReReLRP keeps no image
     costs = at.dataframe[0].value.set_index("run")
-    assert len(costs) == 6 and costs.loc[costs.index.str.startswith("rerelrp"), "images (kB)"].iloc[0] == 0
+    assert len(costs) == 7 and costs.loc[costs.index.str.startswith("rerelrp"), "images (kB)"].iloc[0] == 0
     assert costs.loc[costs.index.str.startswith("joint"), "images (kB)"].iloc[0] > 1000
     assert costs.loc[costs.index.str.startswith("icarl"), "images (kB)"].iloc[0] == 2000 * 28 * 28 / 1e3
+    assert costs.loc[costs.index.str.startswith("replay"), "images (kB)"].iloc[0] == 2000 * 28 * 28 / 1e3
 
 
 def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):
@@ -239,7 +251,7 @@ def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):
     no_failures(at)
     job = at.session_state["job"]
     deadline = time.time() + 120
-    while job.state == "running" and time.time() < deadline:
+    while job.active and time.time() < deadline:
         time.sleep(0.5)
     assert job.state == "finished", job.error
     at.run()
@@ -278,10 +290,10 @@ def test_cancel_then_resume_from_the_train_page(runs_dir):
     at.button[0].click().run()
     job = at.session_state["job"]
     deadline = time.time() + 120
-    while (job.run is None or job.run.tasks_done < 1) and job.state == "running" and time.time() < deadline:
+    while (job.run is None or job.run.tasks_done < 1) and job.active and time.time() < deadline:
         time.sleep(0.05)
     job.cancel()
-    while job.state == "running" and time.time() < deadline:
+    while job.active and time.time() < deadline:
         time.sleep(0.1)
     assert job.state == "cancelled"
     done = job.run.tasks_done
@@ -292,7 +304,7 @@ def test_cancel_then_resume_from_the_train_page(runs_dir):
     resume[0].click().run()
     resumed = at.session_state["job"]
     assert resumed is not job
-    while resumed.state == "running" and time.time() < deadline + 120:
+    while resumed.active and time.time() < deadline + 120:
         time.sleep(0.2)
     assert resumed.state == "finished", resumed.error
     assert resumed.run.tasks_done == 5 and (runs_dir / "resumed" / "run.json").exists()

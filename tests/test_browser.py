@@ -76,7 +76,7 @@ def wait_until_idle(page):
 
 def test_upload_shows_prediction_heatmaps_and_pathways(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
-    page.goto(server)
+    page.goto(f"{server}/explore")
     # the demo run, before any training
     page.get_by_text("Predicted class", exact=True).wait_for(timeout=90_000)
     wait_until_idle(page)
@@ -97,7 +97,7 @@ def test_upload_shows_prediction_heatmaps_and_pathways(server, browser):
 
 def test_clicking_a_pathway_node_shows_its_conditional_heatmap(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
-    page.goto(server)
+    page.goto(f"{server}/explore")
     page.get_by_text("Predicted class", exact=True).wait_for(timeout=90_000)
     wait_until_idle(page)
     graph = page.locator(".js-plotly-plot", has_text="click a class to explain it")
@@ -130,4 +130,22 @@ def test_finished_training_is_listed_without_a_reload(server, browser):
     first = page.get_by_text("tasks finished").inner_text()
     page.wait_for_timeout(2_500)
     assert page.get_by_text("tasks finished").inner_text() == first     # the clock stopped
+    page.close()
+
+
+def test_the_tour_walks_from_first_step_to_last_with_a_figure_each(server, browser):
+    from playwright.sync_api import expect
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.goto(server)               # the tour is the page a newcomer lands on
+    for step in range(1, 5):
+        started = time.time()
+        page.get_by_text(f"Step {step} of 4").wait_for(timeout=90_000 if step == 1 else 20_000)
+        wait_until_idle(page)
+        figures = page.locator('[data-testid="stMain"] .js-plotly-plot')
+        figures.first.wait_for(timeout=20_000)
+        assert figures.count() >= 1
+        print(f"tour step {step}: {time.time() - started:.2f} s, {figures.count()} figure(s)")
+        if step < 4:
+            page.get_by_role("button", name="Next →").click()
+    expect(page.get_by_role("button", name="Next →")).to_be_disabled()
     page.close()

@@ -1,6 +1,7 @@
 """The flat forest walk gives exactly scikit-learn's probabilities (bit for bit), on real
 recognisers of a real run."""
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ import torch
 from rerelrp_core.data import load_dataset, make_tasks
 from rerelrp_core.forest_paths import FlatForest
 from rerelrp_core.runs import load_run
-from ui.state import DEMO_RUN
+
+FOREST_RUN = Path(__file__).parent / "fixtures" / "runs" / "v1-rerelrp"   # a saved run recognised by forests
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +37,9 @@ def test_flat_forest_equals_predict_proba_bit_for_bit(digits_run, digits_tasks):
         assert np.array_equal(flat, expected), np.abs(flat - expected).max()
 
 
-def test_demo_run_recognition_unchanged_for_single_images():
-    run = load_run(DEMO_RUN, device="cpu")
-    tasks = make_tasks(load_dataset("mnist5k"), run.split)
+def test_saved_run_recognition_unchanged_for_single_images():
+    run = load_run(FOREST_RUN, device="cpu")
+    tasks = make_tasks(load_dataset(run.dataset), run.split)
     x = torch.cat([t.x_test[:40] for t in tasks])
     recognisers = run.learner.recogniser.forests
     matrices = recogniser_inputs(run.learner, x)

@@ -1,7 +1,9 @@
 """Freezing really freezes: frozen units are bit-for-bit unchanged by later tasks (momentum and
 weight decay included), and task-aware forgetting of ReReLRP is exactly zero."""
+import numpy as np
 import torch
 
+from rerelrp_core.explain import reuse_matrix
 from rerelrp_core.learners.rerelrp import ReReLRP
 from rerelrp_core.models import build_model
 from rerelrp_core.sequence import evaluate_step
@@ -77,3 +79,22 @@ def test_pruned_units_output_exactly_zero_even_when_their_weights_are_nan(digits
         assert torch.equal(learner.predict_taw(x, 0), before)
     finally:
         model.load_state_dict(saved)
+
+
+def test_reuse_matrix_counts_where_each_subnetwork_comes_from(digits_run):
+    matrix = reuse_matrix(digits_run)
+    masks = digits_run.learner.ownership.task_masks
+    n = len(masks)
+    assert matrix.shape == (n, n)
+    assert np.allclose(matrix.sum(0), 1)                    # every kept unit was frozen by someone
+    assert np.all(np.tril(matrix, -1) == 0)                 # never by a later task
+    owner = digits_run.learner.ownership.owner()
+    for j in range(n):                                      # the diagonal: the units task j froze itself
+        own = sum(int((o[k] == j).sum()) for o, k in zip(owner, masks[j]))
+        assert matrix[j, j] == own / sum(int(k.sum()) for k in masks[j])
+
+
+def test_methods_without_subnetworks_have_no_reuse_matrix(digits, digits_split):
+    from rerelrp_core.sequence import train_sequence
+    run = train_sequence(digits, digits_split, small_config(method="finetune", epochs=1))
+    assert reuse_matrix(run) is None

@@ -1,9 +1,12 @@
 """The pruning search: few validation passes, and the acc_drop rule holds on real validation data."""
 import math
 
+import pytest
 import torch
 
+from rerelrp_core.errors import UserError
 from rerelrp_core.pruning import cap_claims, prune_order, search_pruning
+from rerelrp_core.runs import load_run, save_run
 
 
 def test_bisection_passes_and_rule_on_monotone_curve():
@@ -75,3 +78,23 @@ def test_real_pruning_respects_acc_drop(digits_run, digits_tasks):
         assert entry["passes"] <= math.ceil(math.log2(total)) + 2
         # the stored subnetwork really has the accuracy the search reported
         assert learner.validation_accuracy(task, learner.task_masks(task.index)) == entry["val_acc_after"]
+
+
+def test_pruning_curve_redraws_what_the_search_saw(digits_run, digits_tasks, tmp_path):
+    learner = digits_run.learner
+    total = sum(learner.ownership.layer_sizes)
+    for task, entry in zip(digits_tasks, learner.prune_log):
+        curve = learner.pruning_curve(task)
+        chosen = curve["chosen"]
+        assert curve["kept"][0] == total and curve["kept"] == sorted(curve["kept"], reverse=True)
+        assert curve["kept"][chosen] == total - entry["pruned"] + entry["capped"]
+        assert curve["reference"] == entry["val_acc_before"]
+        if entry["capped"] == 0:        # the level the search chose is the task's frozen subnetwork
+            assert curve["accuracy"][chosen] == entry["val_acc_after"]
+    # the rankings survive a save, and a run saved without them says why it has no curve
+    save_run(digits_run, tmp_path / "run")
+    again = load_run(tmp_path / "run", device="cpu").learner
+    assert all(torch.equal(a, b) for a, b in zip(again.rankings, learner.rankings))
+    again.rankings = []
+    with pytest.raises(UserError, match="no stored relevance ranking"):
+        again.pruning_curve(digits_tasks[0])

@@ -75,9 +75,11 @@ def test_saved_run_holds_no_images(digits_run, digits, tmp_path):
     units = sum(digits_run.learner.ownership.layer_sizes)
     for name, tensor in tensors.items():
         kind = name.split(".")[0]
-        assert kind in {"mask", "features", "logits", "columns", "selected"}, name
+        assert kind in {"mask", "features", "logits", "columns", "selected", "ranking"}, name
         if kind in ("mask", "columns", "selected"):
             assert tensor.dim() == 1, name
+        elif kind == "ranking":    # one relevance value per unit (the pruning curve's order)
+            assert tuple(tensor.shape) == (units,), name
         elif kind == "features":   # at most one value per unit, only the units recognisers read
             assert (tensor.dim() == 2
                     and tensor.shape[1] == len(tensors[name.replace("features", "columns")])), name

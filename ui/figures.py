@@ -28,6 +28,72 @@ def accuracy_matrix(matrix, title):
     return fig
 
 
+def reuse_matrix(matrix):
+    """Row i = the task that froze the units, column j = the task whose subnetwork uses them."""
+    n = len(matrix)
+    labels = [f"task {k}" for k in range(n)]
+    fig = go.Figure(go.Heatmap(z=matrix, x=labels, y=[f"frozen by task {k}" for k in range(n)],
+                               text=[[f"{v:.0%}" if v else "" for v in row] for row in matrix],
+                               texttemplate="%{text}", zmin=0, zmax=1, colorscale="Blues",
+                               hovertemplate="%{x}'s subnetwork: %{z:.1%} of its units %{y}<extra></extra>"))
+    fig.update_layout(title="Reuse: what each task's subnetwork is made of", yaxis_autorange="reversed",
+                      xaxis_title="subnetwork of", height=320, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def pruning_curve(curve, pick, acc_drop):
+    """Validation accuracy against the units a task keeps, along its relevance ranking; the acc_drop
+    floor, the level it picks (``pick``) and the level the search chose."""
+    chosen = curve["chosen"]
+    fig = go.Figure(go.Scatter(x=curve["kept"], y=curve["accuracy"], mode="lines+markers",
+                               name="pruning level",
+                               hovertemplate="keeps %{x} units: %{y:.2f}%<extra></extra>"))
+    fig.add_hline(y=curve["reference"] - acc_drop, line_dash="dash", line_color="grey",
+                  annotation_text=f"unpruned − {acc_drop:g} points")
+    fig.add_trace(go.Scatter(x=[curve["kept"][chosen]], y=[curve["accuracy"][chosen]], mode="markers",
+                             marker=dict(size=16, symbol="star", color=task_colour(1)), name="what it kept"))
+    fig.add_trace(go.Scatter(x=[curve["kept"][pick]], y=[curve["accuracy"][pick]], mode="markers",
+                             marker=dict(size=14, symbol="circle-open", line_width=3, color=task_colour(0)),
+                             name=f"acc_drop {acc_drop:g}"))
+    fig.update_layout(title="Validation accuracy as pruning goes on", xaxis_title="units the task keeps",
+                      xaxis_autorange="reversed", yaxis_title="validation accuracy (%)", height=360,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def memory_card(rows):
+    """Stacked bars: per run, the kB it keeps beyond the network, by kind (rows of
+    :func:`ui.summaries.stored_summary`); the total is written above each bar."""
+    kinds = list(dict.fromkeys(k for row in rows for k in row if k.endswith(" (kB)") and k != "kept (kB)"))
+    names = [row["run"] for row in rows]
+    fig = go.Figure()
+    for index, kind in enumerate(kinds):
+        fig.add_trace(go.Bar(x=names, y=[row.get(kind, 0) for row in rows], name=kind[:-5],
+                             marker_color=task_colour(index),
+                             hovertemplate=f"%{{x}}: %{{y:.1f}} kB of {kind[:-5]}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=names, y=[row["kept (kB)"] for row in rows], mode="text", showlegend=False,
+                             text=[f"{row['kept (kB)']:,.0f} kB" for row in rows], textposition="top center",
+                             hoverinfo="skip"))
+    fig.update_layout(barmode="stack", title="What each method keeps besides the network", yaxis_title="kB",
+                      height=340, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def drift_against_loss(series):
+    """One line per run: explanation drift (x) against the accuracy points the image's task lost (y),
+    one marker per step after the task. ``series``: name -> (drift scores, points lost, steps)."""
+    fig = go.Figure()
+    for name, (drifts, lost, steps) in series.items():
+        fig.add_trace(go.Scatter(x=drifts, y=lost, mode="lines+markers+text", name=name,
+                                 text=[f"after task {s}" for s in steps], textposition="top center",
+                                 hovertemplate="%{text}: drift %{x:.3f}, −%{y:.2f} points<extra></extra>"))
+    fig.update_layout(title="Drift of the explanation against the task's accuracy loss",
+                      xaxis_title="drift (1 − cosine to right after its task)",
+                      yaxis_title="task-aware accuracy lost (points)", height=340,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
 def curves(series, title, y_title="average accuracy (%)"):
     """One line per name in ``series`` (name -> values per step)."""
     fig = go.Figure()

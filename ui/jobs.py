@@ -1,8 +1,13 @@
-"""Training off the script thread: a job object the Train page polls for progress.
+"""Training off the script thread: a job object the Train page polls for progress, and the one
+server-wide queue every job waits in.
 
 The job lives in the user's ``st.session_state``, so other sessions never see it. Checkpoints go to
 a hidden folder of the run registry after every finished task; the finished run is moved to its
 final name, and a cancelled or failed run keeps its last finished task there to resume from.
+
+A classroom shares one server: thirty trainings at once on two cores would starve every page, so
+at most ``RERELRP_MAX_TRAININGS`` jobs train at a time (default: one per two cores, at least one);
+the others wait in arrival order and know their place.
 """
 import os
 import threading
@@ -19,6 +24,56 @@ from rerelrp_core.runs import load_run, save_run
 from rerelrp_core.sequence import train_sequence
 
 
+class TrainingQueue:
+    """First come, first served: at most ``slots`` jobs hold a place to train at once."""
+
+    def __init__(self, slots):
+        self.slots = slots
+        self.waiting = []           # jobs in arrival order
+        self.running = 0
+        self.peak = 0               # the most jobs that ever trained at once (tests and load checks)
+        self.turn = threading.Condition()
+
+    def wait_turn(self, job):
+        """Block until ``job`` may train; False when it was cancelled while it waited."""
+        with self.turn:
+            self.waiting.append(job)
+            while not (self.waiting[0] is job and self.running < self.slots):
+                if job.stop_event.is_set():
+                    self.waiting.remove(job)
+                    self.turn.notify_all()
+                    return False
+                self.turn.wait(0.2)
+            self.waiting.pop(0)
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            self.turn.notify_all()
+            return True
+
+    def release(self):
+        with self.turn:
+            self.running -= 1
+            self.turn.notify_all()
+
+    def place(self, job):
+        """1 for the next job to train, 2 for the one after…; None when ``job`` is not waiting."""
+        with self.turn:
+            return self.waiting.index(job) + 1 if job in self.waiting else None
+
+
+def default_slots():
+    """Trainings at once: ``RERELRP_MAX_TRAININGS``, else one per two cores (at least one)."""
+    value = os.environ.get("RERELRP_MAX_TRAININGS", "")
+    if value.strip():
+        if not value.strip().isdigit() or int(value) < 1:
+            raise UserError(f"RERELRP_MAX_TRAININGS must be a whole number of at least 1; got {value!r}.")
+        return int(value)
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+QUEUE = TrainingQueue(default_slots())
+
+
 class TrainingJob:
     """Trains one task sequence in a background thread and records its progress."""
 
@@ -31,7 +86,7 @@ class TrainingJob:
         self.events = []            # Progress events, in order
         self.run = None
         self.error = None
-        self.state = "running"      # running | finished | cancelled | failed
+        self.state = "queued"       # queued | running | finished | cancelled | failed
         self.saved_to = None
         self.started = time.time()
         self.ended = None           # when the job stopped (finished, cancelled or failed)
@@ -62,7 +117,26 @@ class TrainingJob:
         self.run = run
         save_run(run, self.partial)
 
+    @property
+    def active(self):
+        """Queued or training: the session cannot start another job meanwhile."""
+        return self.state in ("queued", "running")
+
+    def place(self):
+        """The job's place in the server's queue (1 = next), None once it trains."""
+        return QUEUE.place(self)
+
     def _work(self):
+        if not QUEUE.wait_turn(self):
+            self.state, self.ended = "cancelled", time.time()
+            return
+        self.state, self.started = "running", time.time()
+        try:
+            self._train()
+        finally:
+            QUEUE.release()
+
+    def _train(self):
         _lower_priority()
         try:
             dataset = load_dataset(self.dataset)

@@ -40,6 +40,13 @@ def graph_view(run, pathway, x, class_probs, other=None, selected=None):
             "has_masks": run.learner.ownership is not None}
 
 
+def class_probabilities(pathway):
+    """{global row: softmax probability among the task's classes} from the pathway's logits."""
+    logits = pathway.logits - pathway.logits.max()
+    probs = np.exp(logits) / np.exp(logits).sum()
+    return {int(row): float(p) for row, p in zip(pathway.task_rows, probs)}
+
+
 def task_rows_explained_first(pathway):
     rows = [int(r) for r in pathway.task_rows]
     return [pathway.target] + [r for r in rows if r != pathway.target]

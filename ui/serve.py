@@ -14,8 +14,9 @@ from streamlit.web import cli
 
 
 def warm_up():
-    from ui.state import DEMO_RUN, preload
+    from ui.state import DEMO_RUN, DEMO_RUNS, preload
     preload(DEMO_RUN)
+    preload(DEMO_RUNS / "finetune")       # the tour's first step
 
 
 def main():

@@ -21,7 +21,7 @@ import streamlit as st
 import rerelrp_core  # noqa: F401
 from rerelrp_core.data import SplitConfig, load_dataset, make_tasks
 from rerelrp_core.errors import UserError
-from rerelrp_core.explain import explain_image
+from rerelrp_core.explain import explain_image, explanation_drift
 from rerelrp_core.pathways import explain_pathway
 from rerelrp_core.registry import list_runs
 from rerelrp_core.runs import load_run
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_RUNS = ROOT / "assets" / "demo-runs"
 DEMO_RUN = DEMO_RUNS / "rerelrp"        # the one the app opens first
 RUNS_DIR = Path(os.environ.get("RERELRP_RUNS", ROOT / "runs"))
+ADMIN = os.environ.get("RERELRP_ADMIN", "").strip().lower() in ("1", "true", "yes")
 
 
 _PRELOADED = {}   # (path, stamp) -> SharedRun, filled by preload() before the server takes visitors
@@ -78,6 +79,22 @@ def open_run(path):
     """The SharedRun of a saved run folder; reloaded when the folder changes."""
     path = Path(path)
     return _cached_run(str(path), _stamp(path))
+
+
+def may_manage(name):
+    """Whether this session may rename or delete saved run ``name``: only the runs it trained (on a
+    classroom server nobody renames a neighbour's run), any run when the administrator set
+    ``RERELRP_ADMIN=1``. The bundled demo runs are never listed for either."""
+    return ADMIN or name in st.session_state.get("my_runs", set())
+
+
+def own_run(name, instead_of=None):
+    """Record that this session trained run ``name`` (``instead_of``: the name it had before a rename;
+    ``name`` None: it was deleted)."""
+    mine = st.session_state.setdefault("my_runs", set())
+    mine.discard(instead_of)
+    if name is not None:
+        mine.add(name)
 
 
 def current_run():
@@ -225,6 +242,24 @@ def explanation(shared, x):
         with shared.borrow() as run:
             return explain_image(run, x)
     return memo(shared, (image_key(x), "explain"), compute)
+
+
+def pruning_curve(shared, task):
+    """The run's :meth:`~rerelrp_core.learners.rerelrp.ReReLRP.pruning_curve` for ``task`` (its
+    validation data), on a borrowed replica, cached per run: a slider move only reads it."""
+    def compute():
+        with shared.borrow() as run:
+            return run.learner.pruning_curve(task)
+    return memo(shared, ("pruning curve", task.index), compute)
+
+
+def drift(shared, x, task, target_row):
+    """:func:`~rerelrp_core.explain.explanation_drift` of ``x`` (its heatmap after every task from
+    ``task`` on), cached per run."""
+    def compute():
+        with shared.borrow() as run:
+            return explanation_drift(run, x, task, target_row)
+    return memo(shared, (image_key(x), "drift", task, target_row), compute)
 
 
 def pathway(shared, x, task, target=None, units=None):

@@ -136,6 +136,10 @@ class Learner:
         twin.model = copy.deepcopy(self.model)
         return twin
 
+    def pruning_curve(self, task, n_levels=48):
+        """Validation accuracy along the task's relevance ranking; only methods that prune have one."""
+        raise UserError(f"{self.method} does not prune, so it has no pruning curve.")
+
     def unit_owners(self):
         """Per unit layer, the task that froze each unit as a numpy array; -1 for free units, and
         for every unit of a method without masks."""

@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..masks import Freezer, UnitOwnership
 from ..metrics import capacity_report
 from ..progress import Progress, Stage
-from ..pruning import search_pruning
+from ..pruning import keep_masks, prune_order, search_pruning
 from ..recognition import recognition_config
 from ..relevance import unit_relevance
 from ..seeding import generator, seeded
@@ -51,6 +51,7 @@ class ReReLRP(Learner):
         self.ownership = UnitOwnership(model.layer_sizes())
         self.recogniser = make_recogniser(recognition_config(config.recognition), model, config.seed)
         self.prune_log = []
+        self.rankings = []     # per task, every unit's relevance on its reference set (all layers, float32)
 
     def train_task(self, task, progress=None, should_stop=None):
         if self.recogniser is None:       # opened from a run saved before recognition existed
@@ -94,6 +95,8 @@ class ReReLRP(Learner):
         its recognition needs. The recognisers are not stored: they are retrained from the stored
         values when a run opens."""
         parts = {**super().stored_parts(k), "masks": sum(self.ownership.layer_sizes)}
+        if k < len(self.rankings):
+            parts["relevance ranking"] = self.rankings[k].numel() * 4
         return {**parts, **self.recogniser.stored_parts(k)} if self.recogniser else parts
 
     def metrics(self):
@@ -111,16 +114,31 @@ class ReReLRP(Learner):
 
     def tensor_state(self):
         return {**self.ownership.tensor_state(),
+                **{f"ranking.t{t}": ranking for t, ranking in enumerate(self.rankings)},
                 **(self.recogniser.tensor_state() if self.recogniser else {})}
 
     def load_tensor_state(self, tensors, n_tasks):
         """Masks and the recogniser's features. A run saved before recognition existed has none:
         it opens without a recogniser (task-agnostic prediction falls back to the plain argmax)."""
         self.ownership.load_tensor_state(tensors, n_tasks)
+        self.rankings = self._load_rankings(tensors, n_tasks)
         if not self.recogniser.saved_in(tensors, n_tasks):
             self.recogniser = None
             return
         self.recogniser.load(tensors, self, n_tasks)
+
+    def _load_rankings(self, tensors, n_tasks):
+        """The stored relevance rankings; none for runs saved before they were kept (their pruning
+        curve cannot be redrawn)."""
+        units = sum(self.ownership.layer_sizes)
+        rankings = [tensors.get(f"ranking.t{t}") for t in range(n_tasks)]
+        if all(r is None for r in rankings):
+            return []
+        for t, ranking in enumerate(rankings):
+            if ranking is None or tuple(ranking.shape) != (units,) or not torch.isfinite(ranking).all():
+                raise UserError(f"the relevance ranking of task {t} is missing, has the wrong size or is "
+                                "not finite")
+        return [r.float() for r in rankings]
 
     def reference_set(self, task):
         """Up to ``ref_per_class`` random training samples per class (seeded), with their rows."""
@@ -136,6 +154,7 @@ class ReReLRP(Learner):
         relevance = unit_relevance(self.model, x_ref, rows_ref, batch_size=self.config.relevance_batch,
                                    device=self.device)
         scores = [r.sum(0).cpu() for r in relevance]
+        self.rankings.append(torch.cat(scores).float())
         if progress:
             progress(Progress(Stage.RELEVANCE, 1, 3, task.index))
         result = self._prune(task, scores)
@@ -162,6 +181,27 @@ class ReReLRP(Learner):
                                "passes": result.passes + 1,  # +1: the unpruned reference pass
                                "capped": result.capped})
         return result
+
+    def pruning_curve(self, task, n_levels=48):
+        """The curve the pruning search of finished ``task`` walked: for about ``n_levels`` pruning
+        levels along its stored relevance ranking (and the level the search chose), the units the
+        subnetwork would keep and its validation accuracy (%), measured now on ``task``'s validation
+        images. Units the task kept are frozen, so levels that prune at least as much as the search
+        did are exactly what it saw; levels that keep more use units later tasks have trained since.
+        Returns {"kept", "accuracy", "reference", "chosen"} (chosen: index of the search's level)."""
+        if task.index >= len(self.rankings):
+            raise UserError(f"Task {task.index} of this run has no stored relevance ranking (runs saved "
+                            "before rankings were kept): retrain the run to see its pruning curve.")
+        sizes = self.ownership.layer_sizes
+        order = prune_order(list(torch.split(self.rankings[task.index], sizes)))
+        log = self.prune_log[task.index]
+        searched = log["pruned"] - log.get("capped", 0)
+        levels = sorted({*torch.linspace(0, len(order), n_levels).round().long().tolist(), searched})
+        total = sum(sizes)
+        accuracy = [self.validation_accuracy(task, [k.float() for k in keep_masks(sizes, order, k)])
+                    for k in levels]
+        return {"kept": [total - k for k in levels], "accuracy": accuracy, "reference": log["val_acc_before"],
+                "chosen": levels.index(searched)}
 
     def recognition_indices(self, task):
         """Indices of the validation images (``val_per_class`` per class, seeded) whose relevance

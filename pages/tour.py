@@ -1,0 +1,130 @@
+"""Tour: forgetting and ReReLRP in four steps on the bundled demo runs, one figure per step."""
+import streamlit as st
+
+from rerelrp_core.errors import UserError
+from rerelrp_core.explain import drift_scores, forgetting_of, ownership_shares
+from ui import figures
+from ui.glossary import TERMS, glossary_markdown
+from ui.pathway_view import class_probabilities, graph_view
+from ui.state import DEMO_RUNS, drift, explanation, open_run, pathway, run_tasks
+from ui.summaries import stored_summary
+
+IMAGE_TASK, IMAGE_INDEX = 0, 0      # the image the story follows: the first test image of task 0
+
+
+def demo(name):
+    """The SharedRun of bundled demo run ``name``."""
+    return open_run(DEMO_RUNS / name)
+
+
+def story_image(run):
+    task = run_tasks(run)[IMAGE_TASK]
+    return task, task.x_test[IMAGE_INDEX:IMAGE_INDEX + 1]
+
+
+def step_forgetting():
+    shared = demo("finetune")
+    run = shared.run
+    task, x = story_image(run)
+    row = task.offset + int(task.y_test[IMAGE_INDEX])
+    st.markdown("Plain **fine-tuning** trains one network on five tasks in turn (two digits each). Each new "
+                "task overwrites what the earlier ones relied on: read a column of the matrix downwards "
+                "to watch one task's accuracy fall. The explanation of one test image drifts with it.")
+    left, right = st.columns([2, 3])
+    left.plotly_chart(figures.accuracy_matrix(run.metrics["acc_taw"], "Fine-tuning: task-aware accuracy (%)"),
+                      width="stretch")
+    strip = drift(shared, x, task.index, row)
+    scores, lost = drift_scores(strip), forgetting_of(run, task.index)
+    right.plotly_chart(figures.heatmaps([h for _, h in strip],
+                                        [f"after task {s}<br>drift {d:.2f} · −{a:.1f} pts"
+                                         for (s, _), d, a in zip(strip, scores, lost)]), width="stretch")
+    right.caption(f"A '{task.class_names[int(task.y_test[IMAGE_INDEX])]}' of task {task.index}: its LRP "
+                  "heatmap after every task (red: evidence for its class). " + TERMS["drift"])
+    st.page_link("pages/forgetting.py", label="Go deeper: Forgetting (any two runs side by side)",
+                 icon=":material/trending_down:")
+
+
+def step_pathways():
+    shared = demo("rerelrp")
+    run = shared.run
+    task, x = story_image(run)
+    st.markdown("**ReReLRP** runs Layer-wise Relevance Propagation after each task to find the units the "
+                "task relies on. It keeps those in the task's *subnetwork*, prunes the rest from it (within "
+                "`acc_drop` points of validation accuracy) and **freezes** what it kept: later tasks may "
+                "read those units but never change them, so task-aware forgetting is exactly 0.")
+    path = pathway(shared, x, task.index)
+    graph = figures.pathway_graph(graph_view(run, path, x, class_probabilities(path)))
+    st.plotly_chart(graph, width="content", config={"displayModeBar": False})
+    left, right = st.columns([3, 2])
+    left.plotly_chart(figures.stacked_shares(ownership_shares(run), "Capacity meter: units each task froze",
+                                             "share of units"), width="stretch")
+    right.markdown(f"The graph follows the same image through task {task.index}'s subnetwork: each square "
+                   "is a unit's own heatmap, framed in the colour of the task that froze it; edges are "
+                   "the relevance flowing between them. The meter shows how much of each layer every task "
+                   "froze and what is still free for the next one.")
+    right.page_link("pages/explore.py", label="Go deeper: Explore (click any unit)",
+                    icon=":material/search:")
+    right.page_link("pages/masking.py", label="Capacity, reuse and ablation: Masking",
+                    icon=":material/layers:")
+
+
+def step_recognition():
+    shared = demo("rerelrp")
+    run = shared.run
+    task, x = story_image(run)
+    result = explanation(shared, x)
+    st.markdown("Task-aware prediction needs the task label. Without it, ReReLRP must first **recognise "
+                "the task** from what the input does inside the network, then let that task's subnetwork "
+                "pick the class. It stores no image for this, only small statistics per task.")
+    left, right = st.columns([3, 2])
+    labels = [f"task {t}" for t in range(run.tasks_done)]
+    left.plotly_chart(figures.probabilities(labels, result["task_probs"], "Which task is this image from?",
+                                            highlight=result["task"]), width="stretch")
+    right.image(figures.image(x[0].numpy(), scale=4), caption=f"a test image of task {task.index}")
+    right.metric("Recognised task", f"task {result['task']}", help=TERMS["TAg"])
+    right.metric("Predicted class", result["class_name"])
+    right.page_link("pages/explore.py", label="Go deeper: Explore (why this task?)", icon=":material/search:")
+
+
+def step_memory():
+    names = [n for n in ("rerelrp", "replay", "icarl", "joint", "finetune") if (DEMO_RUNS / n).exists()]
+    rows = [stored_summary(n, demo(n).run.metrics) for n in names]
+    st.markdown("What does each method keep, beyond the network, to avoid forgetting? **Replay** and "
+                "**iCaRL** keep 2,000 old images, **joint** training keeps them all, **fine-tuning** keeps "
+                "nothing and forgets. ReReLRP keeps masks and per-class statistics: no image at all.")
+    left, right = st.columns(2)
+    left.plotly_chart(figures.memory_card(rows), width="stretch")
+    right.plotly_chart(figures.grouped_bars([r["run"] for r in rows],
+                                            {"TAw": [r["final TAw (%)"] for r in rows],
+                                             "TAg": [r["final TAg (%)"] for r in rows]},
+                                            "Final average accuracy after 5 tasks (%)"), width="stretch")
+    right.caption(f"{TERMS['TAw']} {TERMS['TAg']}")
+    st.page_link("pages/train.py", label="Your turn: train a sequence of your own",
+                 icon=":material/model_training:")
+
+
+STEPS = [("A network that learns tasks in turn forgets", step_forgetting),
+         ("ReReLRP finds each task's critical units, and freezes them", step_pathways),
+         ("Without the task label, it recognises the task", step_recognition),
+         ("What it keeps instead of images", step_memory)]
+
+
+def go(step):
+    st.session_state["tour_step"] = step
+
+
+st.title("A two-minute tour")
+step = min(st.session_state.get("tour_step", 0), len(STEPS) - 1)
+title, draw = STEPS[step]
+st.progress((step + 1) / len(STEPS), text=f"Step {step + 1} of {len(STEPS)}: {title}")
+st.subheader(title)
+try:
+    draw()
+except UserError as error:     # a demo run deleted or damaged: say which, keep the tour alive
+    st.error(f"This step needs the bundled demo runs in {DEMO_RUNS}: {error}")
+back, forward, _ = st.columns([1, 1, 4])
+back.button("← Back", disabled=step == 0, on_click=go, args=(step - 1,), key="tour_back")
+forward.button("Next →", disabled=step == len(STEPS) - 1, on_click=go, args=(step + 1,), type="primary",
+               key="tour_next")
+with st.expander("The words used here"):
+    st.markdown(glossary_markdown())
