@@ -7,11 +7,11 @@ from ui.timing import timed_rerun
 
 st.set_page_config(page_title="ReReLRP Explorer", page_icon=":material/psychology:", layout="wide")
 pages = st.navigation([
-    st.Page("pages/tour.py", title="Tour", icon=":material/tour:", default=True),
-    st.Page("pages/explore.py", title="Explore", icon=":material/search:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/masking.py", title="Masking", icon=":material/layers:"),
-    st.Page("pages/forgetting.py", title="Forgetting", icon=":material/trending_down:"),
+    st.Page("views/tour.py", title="Tour", icon=":material/tour:", default=True),
+    st.Page("views/explore.py", title="Explore", icon=":material/search:"),
+    st.Page("views/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("views/masking.py", title="Masking", icon=":material/layers:"),
+    st.Page("views/forgetting.py", title="Forgetting", icon=":material/trending_down:"),
 ])
 with timed_rerun(pages.title):
     sidebar()

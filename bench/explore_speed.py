@@ -46,7 +46,7 @@ def timed(action):
 def page_times(n_images):
     """Server-side seconds of Explore reruns: a new gallery image each time, then a unit click."""
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.switch_page("pages/explore.py").run()          # warm-up: opens the run and its data
+    at.switch_page("views/explore.py").run()          # warm-up: opens the run and its data
     new_image, unit_click = [], []
     for index in range(1, n_images + 1):
         at.session_state["explore_pick"] = ("test", index % 5, index)
@@ -71,7 +71,7 @@ def summary(values):
 def session(number, first_view, new_image, start):
     """One visitor: open Explore (the default image), then three images of its own."""
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-    at.switch_page("pages/explore.py")
+    at.switch_page("views/explore.py")
     start.wait()
     first_view.append(timed(at.run)[0])
     if at.exception:

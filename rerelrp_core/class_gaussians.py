@@ -7,8 +7,10 @@ images' features in that space and their covariance: its ``rank`` leading eigenv
 and eigenvalues plus the variance they leave out per feature, which is positive semi-definite
 however the vectors are rounded. At test time each covariance is normalised to a mean variance of 1
 and shrunk towards the identity (as FeCAM, arXiv 2309.14062, does for a frozen backbone). An input belongs to
-the task of the class it is nearest to in Mahalanobis distance; task probabilities are a softmax of
--distance/2 over the classes, summed per task.
+the task of the class it is nearest to in Mahalanobis distance. Task probabilities (shown, never
+used to decide) are a softmax over the tasks of minus each task's nearest-class distance, in units of
+the distance a class's own images have on average (trace(P Σ) of its stored covariance Σ and its
+precision P), so the recognised task is always the most probable one.
 
 What a task keeps is constant in the number of tasks: per class one mean, ``rank`` vectors and
 ``rank`` + width variances, whatever came before or after.
@@ -79,6 +81,7 @@ class ClassGaussians:
         self.vectors = []      # per task: (classes, d, rank) float16 leading covariance eigenvectors
         self.variances = []    # per task: (classes, rank + d) float32: eigenvalues, then the residual
         self._precisions = None
+        self._typical = None   # the mean distance of a class's own images, over all classes
 
     @property
     def n_tasks(self):
@@ -121,20 +124,24 @@ class ClassGaussians:
         self._precisions = None
 
     def precisions(self):
-        """Per task, (classes, d, d) inverse normalised, shrunk covariances (made once)."""
+        """Per task, (classes, d, d) inverse normalised, shrunk covariances (made once, with the
+        typical own-class distance)."""
         if self._precisions is None:
-            self._precisions = [self._precision(v.double(), var.double())
-                                for v, var in zip(self.vectors, self.variances)]
+            made = [self._precision(v.double(), var.double()) for v, var in zip(self.vectors, self.variances)]
+            self._precisions = [precision for precision, _ in made]
+            self._typical = float(torch.cat([own for _, own in made]).mean())
         return self._precisions
 
     def _precision(self, vectors, variances):
+        """The precision of every class and the mean distance of its own images, trace(P Σ)."""
         rank = vectors.shape[-1]
         covariance = (vectors * variances[:, None, :rank]) @ vectors.transpose(1, 2)
         covariance = covariance + torch.diag_embed(variances[:, rank:])
         scale = torch.diagonal(covariance, dim1=1, dim2=2).mean(1).clamp_min(1e-12)
         eye = torch.eye(covariance.shape[-1], dtype=covariance.dtype)
         shrunk = (1 - self.config.shrink) * covariance / scale[:, None, None] + self.config.shrink * eye
-        return torch.cholesky_inverse(torch.linalg.cholesky(shrunk))
+        precision = torch.cholesky_inverse(torch.linalg.cholesky(shrunk))
+        return precision, torch.einsum("cde,ced->c", precision, covariance)
 
     # -- at test time ---------------------------------------------------------------------------
     def distances(self, values):
@@ -152,9 +159,8 @@ class ClassGaussians:
         ``want_input``, for heatmaps; else None)."""
         distance = self.distances(self.features(learner, x))
         owner = torch.tensor([spec.index for spec in learner.tasks for _ in range(spec.n_classes)])
-        class_probs = torch.softmax(-distance / 2, dim=1)
-        task_probs = torch.zeros(len(x), len(learner.tasks), dtype=class_probs.dtype)
-        task_probs.index_add_(1, owner, class_probs)
+        nearest = torch.stack([distance[:, owner == t].min(1).values for t in range(len(learner.tasks))], 1)
+        task_probs = torch.softmax(-nearest / max(self._typical, 1e-12), dim=1)
         task = owner[distance.argmin(1)]
         predicted = self.within_task(learner, x, task)
         sub = learner.subnetworks(x, want_input=True) if want_input else None
@@ -204,7 +210,7 @@ class ClassGaussians:
         """The class statistics of ``learner``'s first ``n_tasks`` tasks, checked against the width
         of the recognition space."""
         width = int(space_columns(learner.model, learner.ownership.task_masks[0]).sum()) if n_tasks else 0
-        self.means, self.vectors, self.variances, self._precisions = [], [], [], None
+        self.means, self.vectors, self.variances, self._precisions, self._typical = [], [], [], None, None
         rank = min(self.config.rank, width)
         for spec in learner.tasks[:n_tasks]:
             expected = {"means": ((spec.n_classes, width), torch.float32),

@@ -26,7 +26,7 @@ def runs_dir(tmp_path, monkeypatch):
 
 def page(name):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.switch_page(f"pages/{name}.py")
+    at.switch_page(f"views/{name}.py")
     return at.run()
 
 
@@ -69,8 +69,9 @@ def test_explore_demo_test_sample(runs_dir):
 
 def test_explore_a_run_recognised_by_forests(runs_dir):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.session_state["run_path"] = str(ROOT / "tests" / "fixtures" / "runs" / "v1-rerelrp")
-    at.switch_page("pages/explore.py").run()
+    shutil.copytree(ROOT / "tests" / "fixtures" / "runs" / "v1-rerelrp", runs_dir / "forest")
+    at.session_state["run_path"] = str(runs_dir / "forest")
+    at.switch_page("views/explore.py").run()
     no_failures(at)
     assert any(m.value.startswith("The recogniser chain gives task") for m in at.markdown)
 
@@ -139,8 +140,7 @@ def test_explore_a_method_without_masks(runs_dir):
     """Fine-tuning has no subnetworks and no owners: the page says nothing about freezing."""
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.session_state["run_path"] = str(ui.state.DEMO_RUNS / "finetune")
-    at.session_state["run_label"] = "finetune"
-    at.switch_page("pages/explore.py").run()
+    at.switch_page("views/explore.py").run()
     no_failures(at)
     assert not any(s.label == "Overlay a second subnetwork" for s in at.selectbox)
     layer, unit = next(d for t in pathway_figure(at)["data"] for d in t.get("customdata", []) if d[0] >= 0)
@@ -199,8 +199,8 @@ def test_explore_run_whose_data_set_is_gone(runs_dir):
     state["dataset"] = f"folder:{runs_dir / 'deleted-images'}"
     (runs_dir / "gone" / "run.json").write_text(json.dumps(state))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.session_state["run_path"], at.session_state["run_label"] = str(runs_dir / "gone"), "gone"
-    at.switch_page("pages/explore.py").run()
+    at.session_state["run_path"] = str(runs_dir / "gone")
+    at.switch_page("views/explore.py").run()
     no_failures(at)
     assert any("not available here" in i.value for i in at.info), [i.value for i in at.info]
     next(b for b in at.button if b.label == "3").click().run()      # a bundled sample
@@ -270,9 +270,9 @@ def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):
     for name in ("explore", "masking", "forgetting"):
         other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
         other.session_state["run_path"] = str(runs_dir / "tiny")
-        other.session_state["run_label"] = "tiny"
-        other.switch_page(f"pages/{name}.py").run()
+        other.switch_page(f"views/{name}.py").run()
         assert not other.exception, (name, [e.value for e in other.exception])
+        assert other.session_state["run_path"] == str(runs_dir / "tiny")      # the sidebar kept it
         assert not other.error or name == "forgetting", (name, [e.value for e in other.error])
         if name == "forgetting":
             assert not any("kept no per-task snapshots" in i.value for i in other.info)

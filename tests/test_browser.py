@@ -149,3 +149,15 @@ def test_the_tour_walks_from_first_step_to_last_with_a_figure_each(server, brows
             page.get_by_role("button", name="Next →").click()
     expect(page.get_by_role("button", name="Next →")).to_be_disabled()
     page.close()
+
+
+def test_a_link_straight_to_a_page_opens_it_inside_the_app(server, browser):
+    """A shared link to /masking shows that page with the app's navigation and run picker (a folder
+    named pages/ made Streamlit run the page file alone, without either)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{server}/masking")
+    page.get_by_role("heading", name="Masking and ablation").wait_for(timeout=90_000)
+    page.get_by_text("Run to explore").wait_for(timeout=20_000)
+    nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+    assert "Tour" in nav and "Forgetting" in nav and "masking" not in nav, nav
+    page.close()

@@ -85,6 +85,11 @@ def test_predictions_are_the_recognised_subnetworks_own(digits_run, digits_tasks
     assert torch.equal(result["predicted"], learner.predict_tag(x))
     sums = torch.as_tensor(result["task_probs"]).sum(1)
     torch.testing.assert_close(sums, torch.ones(len(x), dtype=sums.dtype))
+    # the recognised task is always the most probable one, and confidently so when it is right
+    probs = torch.as_tensor(result["task_probs"])
+    assert torch.equal(probs.argmax(1), result["task"])
+    right = result["task"] == torch.cat([torch.full((len(t.x_test),), t.index) for t in digits_tasks])
+    assert probs.max(1).values[right].median() > 0.5
     for task in digits_tasks:
         mine = result["task"] == task.index
         own = learner.predict_taw(x[mine], task.index) + task.offset

@@ -23,7 +23,7 @@ def classroom(tmp_path, monkeypatch):
 
 def train_page():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.switch_page("pages/train.py")
+    at.switch_page("views/train.py")
     return at.run()
 
 

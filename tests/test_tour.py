@@ -43,7 +43,7 @@ def test_the_tour_is_the_first_page_and_walks_to_its_end(runs_dir):
             started = time.perf_counter()
             forward.click().run()
             print(f"step {step + 2}: {time.perf_counter() - started:.2f} s")
-    assert "Fine-tuning: task-aware accuracy (%)" in seen[0]
+    assert "Fine-tuning: task-agnostic accuracy (%)" in seen[0]
     assert "Capacity meter: units each task froze" in seen[1]
     assert "Which task is this image from?" in seen[2]
     assert "What each method keeps besides the network" in seen[3]
@@ -59,7 +59,7 @@ def test_the_tour_is_the_first_page_and_walks_to_its_end(runs_dir):
 
 def test_forgetting_side_by_side_compares_two_runs(runs_dir):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.switch_page("pages/forgetting.py").run()
+    at.switch_page("views/forgetting.py").run()
     no_failures(at)
     beside = next(s for s in at.selectbox if s.label == "Beside")
     assert beside.value.startswith("finetune")
@@ -74,7 +74,7 @@ def test_forgetting_side_by_side_compares_two_runs(runs_dir):
 def test_acc_drop_slider_moves_along_the_pruning_curve(runs_dir):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.session_state["run_path"] = str(ui.state.DEMO_RUN)
-    at.switch_page("pages/masking.py").run()
+    at.switch_page("views/masking.py").run()
     no_failures(at)
     slider = next(s for s in at.slider if s.label == "acc_drop (points)")
 

@@ -125,7 +125,8 @@ def heatmaps(maps, titles):
                       row=1, col=i + 1)
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i + 1}", visible=False, row=1, col=i + 1)
         fig.update_xaxes(visible=False, row=1, col=i + 1)
-    fig.update_layout(height=260, margin=dict(l=5, r=5, t=40, b=5))
+    lines = max((t.count("<br>") for t in titles), default=0)      # room for titles of several lines
+    fig.update_layout(height=260 + 18 * lines, margin=dict(l=5, r=5, t=40 + 18 * lines, b=5))
     return fig
 
 

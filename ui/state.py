@@ -105,8 +105,7 @@ def current_run():
         runs = available_runs()
         if not runs:
             return None
-        st.session_state["run_label"], choice = runs[0]["label"], str(runs[0]["path"])
-        st.session_state["run_path"] = choice
+        choice = st.session_state["run_path"] = str(runs[0]["path"])
     try:
         return open_run(choice)
     except UserError as error:
@@ -127,13 +126,14 @@ def sidebar():
         st.sidebar.info("No run yet: train one on the Train page.")
         return
     labels = [entry["label"] for entry in runs]
-    current = st.session_state.get("run_label")
-    index = labels.index(current) if current in labels else 0
+    paths = [str(entry["path"]) for entry in runs]
+    # the run this session looks at (picked here, or opened by a page or a test), else the first
+    current = st.session_state.get("run_path")
+    index = paths.index(current) if current in paths else 0
     label = st.sidebar.selectbox("Run to explore", labels, index=index,
                                  help="The bundled demo run, or any run saved from the Train page "
                                       "or the CLI.")
-    st.session_state["run_label"] = label
-    st.session_state["run_path"] = str(runs[labels.index(label)]["path"])
+    st.session_state["run_path"] = paths[labels.index(label)]
     shared = current_run()
     if shared is not None:
         run = shared.run

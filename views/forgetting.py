@@ -36,13 +36,12 @@ if len(series_taw) < 2:
     st.caption("Train fine-tuning or joint on the same data set and number of tasks to compare methods here.")
 st.markdown("**What each method keeps to get there** (beyond the shared network, after its last task)")
 columns = dict.fromkeys(k for row in costs for k in row)     # a kind one method lacks is 0 for it
-left, right = st.columns([2, 3])
-left.plotly_chart(figures.memory_card(costs), width="stretch")
-right.dataframe([{k: row.get(k, 0) for k in columns} for row in costs], hide_index=True, width="stretch")
-right.caption("ReReLRP keeps masks and, to recognise tasks, per-class statistics (class Gaussians) or "
-              "relevance values (forest runs), never an image; EWC a Fisher value and an anchor weight per "
-              "parameter; iCaRL and replay their 2,000 stored images and joint training every image (one "
-              "byte per pixel). kB = 1000 bytes.")
+st.plotly_chart(figures.memory_card(costs), width="stretch")
+st.dataframe([{k: row.get(k, 0) for k in columns} for row in costs], hide_index=True, width="stretch")
+st.caption("ReReLRP keeps masks and, to recognise tasks, per-class statistics (class Gaussians) or "
+           "relevance values (forest runs), never an image; EWC a Fisher value and an anchor weight per "
+           "parameter; iCaRL and replay their 2,000 stored images and joint training every image (one "
+           "byte per pixel). kB = 1000 bytes.")
 
 st.subheader("Forgetting side by side")
 st.caption("One test image's LRP heatmap after each task, through what task-aware prediction of its task "
@@ -75,7 +74,7 @@ with st.spinner("Recomputing the heatmap after every task…"):
         strip = drift(other, x, task_index, row)
         scores, lost = drift_scores(strip), forgetting_of(other.run, task_index)
         series[name] = (scores, lost, [s for s, _ in strip])
-        titles = [f"after task {s} · drift {d:.2f}" for (s, _), d in zip(strip, scores)]
+        titles = [f"after task {s}<br>drift {d:.2f}" for (s, _), d in zip(strip, scores)]
         st.plotly_chart(figures.heatmaps([h for _, h in strip], titles), width="stretch")
         st.caption(f"{name}: task {task_index} lost "
                    + ", ".join(f"{a:.1f}" for a in lost[1:]) + " points after the later tasks"
