@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .learners.training import batched_logits
+from .models import batched_logits
 from .tasks import head_slices
 
 GRID = 2     # conv activations are averaged over a GRID x GRID grid of the feature map

@@ -216,3 +216,16 @@ def canonizers_for(model):
         return [ResNetCanonizer()]
     return []
 
+
+@torch.no_grad()
+def batched_logits(model, x, masks=None, batch_size=2048):
+    """Logits of ``x`` (on any device) in batches, through the subnetwork given by ``masks``."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with model.subnetwork(None if masks is None else [m.to(device) for m in masks]):
+            out = [model(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, model.n_classes, device=device)

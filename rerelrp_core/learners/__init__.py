@@ -1,5 +1,6 @@
 """Every continual-learning method, one file each, by name (the CLI's and the app's method picker)."""
 from ..errors import UserError
+from ..models import batched_logits
 from .base import Learner, accuracy, resolve_device
 from .ewc import EWC
 from .icarl import ICaRL
@@ -7,7 +8,7 @@ from .lwf import LwF
 from .reference import FineTune, Joint
 from .replay import Replay
 from .rerelrp import ReReLRP
-from .training import Cancelled, batched_logits
+from .training import Cancelled
 
 LEARNERS = {cls.method: cls for cls in (ReReLRP, FineTune, Joint, EWC, LwF, ICaRL, Replay)}
 

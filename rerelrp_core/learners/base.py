@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..models import batched_logits
 from ..subnetworks import subnetwork_pass
-from .training import batched_logits, fit_task
+from .training import fit_task
 
 
 def resolve_device(name="auto"):
