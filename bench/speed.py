@@ -51,6 +51,7 @@ def main():
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--name", help="result file name (default speed-DEVICE)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     meta = machine(device)
@@ -101,7 +102,7 @@ def main():
     rows_out["units"] = sum(model.layer_sizes())
     for key, value in rows_out.items():
         print(f"{key:28} {value}")
-    write_results(f"speed-{device.type}", [rows_out], meta)
+    write_results(args.name or f"speed-{device.type}", [rows_out], meta)
 
 
 if __name__ == "__main__":
