@@ -146,11 +146,12 @@ class ClassGaussians:
     # -- at test time ---------------------------------------------------------------------------
     def distances(self, values):
         """(N, classes seen) Mahalanobis distance of every row to every class, in task order."""
-        out = []
-        for means, precisions in zip(self.means, self.precisions()):
-            centred = values[:, None, :] - means.double()[None]   # (N, classes, d)
-            out.append(torch.einsum("ncd,cde,nce->nc", centred, precisions, centred))
-        return torch.cat(out, dim=1)
+        return torch.cat([self.task_distances(values, k) for k in range(self.n_tasks)], dim=1)
+
+    def task_distances(self, values, k):
+        """(N, classes of task k) Mahalanobis distance of every row to task k's classes."""
+        centred = values[:, None, :] - self.means[k].double()[None]   # (N, classes, d)
+        return torch.einsum("ncd,cde,nce->nc", centred, self.precisions()[k], centred)
 
     def predict(self, learner, x, want_input=False):
         """Task-agnostic prediction: the nearest class's task, then that task's subnetwork picks the

@@ -2,28 +2,13 @@
 import time
 from dataclasses import replace
 
-import torch
-
 from .data import make_tasks
 from .errors import UserError
-from .learners import accuracy, make_learner
+from .evaluation import evaluator_for
+from .learners import make_learner
 from .models import build_model
 from .progress import Progress, Stage
 from .runs import Run
-
-
-def evaluate_step(learner, tasks):
-    """Test accuracy (percent) of every task in ``tasks``: task-aware row, task-agnostic row, and
-    the task confusion matrix (rows: true task, columns: task of the predicted class)."""
-    task_of_row = torch.cat([torch.full((t.n_classes,), k) for k, t in enumerate(learner.tasks)])
-    taw, tag = [], []
-    confusion = torch.zeros(len(tasks), len(learner.tasks), dtype=torch.int64)
-    for task in tasks:
-        taw.append(accuracy(learner.predict_taw(task.x_test, task.index), task.y_test))
-        predicted = learner.predict_tag(task.x_test)
-        tag.append(accuracy(predicted, task.y_test + task.offset))
-        confusion[task.index] = torch.bincount(task_of_row[predicted], minlength=len(learner.tasks))
-    return taw, tag, confusion[:, :len(tasks)].tolist()
 
 
 def new_run(dataset, split, config, tasks):
@@ -55,13 +40,14 @@ def train_sequence(dataset, split, config, progress=None, should_stop=None, on_t
         raise UserError("The run to resume was made with another task split or data set.")
     learner, config = run.learner, run.config
     learner.resume(tasks[:run.tasks_done])
+    evaluate = evaluator_for(learner)
     for task in tasks[run.tasks_done:]:
         learner.train_task(task, progress, should_stop)
         learner.consolidate(task, progress)
         if config.keep_snapshots:
             run.snapshots.append({k: v.detach().half().cpu() for k, v in learner.model.state_dict().items()})
         started = time.perf_counter()
-        taw, tag, confusion = evaluate_step(learner, scored[:task.index + 1])
+        taw, tag, confusion = evaluate(learner, scored[:task.index + 1])
         run.history["acc_taw"].append(taw)
         run.history["acc_tag"].append(tag)
         run.history["task_confusion"] = confusion

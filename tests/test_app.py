@@ -12,6 +12,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import ui.state
+from ui.report import run_report
 from ui.state import open_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -266,6 +267,9 @@ def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):
     assert job.elapsed == elapsed
     # runs trained here keep per-task snapshots, so the Forgetting page's drift strip has them
     assert len(job.run.snapshots) == 2
+    # its HTML report (what "Saved runs" offers) holds its own figures and numbers
+    report = run_report(open_run(runs_dir / "tiny").run, "tiny")
+    assert "Run tiny" in report and f"{job.run.metrics['avg_acc_tag'][-1]:.2f}%" in report
     # the fresh run shows up in the picker and every page works with it
     for name in ("explore", "masking", "forgetting"):
         other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)

@@ -3,10 +3,10 @@ weight decay included), and task-aware forgetting of ReReLRP is exactly zero."""
 import numpy as np
 import torch
 
+from rerelrp_core.evaluation import evaluate_step
 from rerelrp_core.explain import reuse_matrix
 from rerelrp_core.learners.rerelrp import ReReLRP
 from rerelrp_core.models import build_model
-from rerelrp_core.sequence import evaluate_step
 
 from conftest import small_config
 
