@@ -113,6 +113,16 @@ def current_run():
         return None
 
 
+def finished_run():
+    """The picked SharedRun, for pages that need at least one finished task: otherwise the page
+    says so and stops."""
+    shared = current_run()
+    if shared is None or not shared.run.tasks_done:
+        st.info("Pick a run with at least one finished task in the sidebar.")
+        st.stop()
+    return shared
+
+
 def run_tasks(run):
     """The run's tasks (test and validation data) from the shared data cache."""
     return cached_tasks(run.dataset, vars(run.split))

@@ -4,15 +4,12 @@ import streamlit as st
 from rerelrp_core.explain import drift_scores, forgetting_of
 from ui import figures
 from ui.glossary import TERMS
-from ui.state import current_run, drift, run_tasks
+from ui.state import drift, finished_run, run_tasks
 from ui.summaries import same_split_runs, stored_summary
 
 st.title("Forgetting")
-shared = current_run()
-run = shared.run if shared else None
-if run is None or not run.tasks_done:
-    st.info("Pick a run with at least one finished task in the sidebar.")
-    st.stop()
+shared = finished_run()
+run = shared.run
 m = run.metrics
 c1, c2, c3 = st.columns(3)
 c1.metric("TAw forgetting", f"{m['forgetting_taw']:.2f}", help=f"{TERMS['forgetting']} {TERMS['TAw']}")

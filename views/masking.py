@@ -6,14 +6,11 @@ from rerelrp_core.explain import ablation_report, masking_report, ownership_shar
 from rerelrp_core.pruning import level_for
 from ui import figures
 from ui.glossary import TERMS
-from ui.state import current_run, pruning_curve, run_tasks
+from ui.state import finished_run, pruning_curve, run_tasks
 
 st.title("Masking and ablation")
-shared = current_run()
-run = shared.run if shared else None
-if run is None or not run.tasks_done:
-    st.info("Pick a run with at least one finished task in the sidebar.")
-    st.stop()
+shared = finished_run()
+run = shared.run
 tasks = run_tasks(run)
 labels = [f"task {t.index}" for t in run.tasks[:run.tasks_done]]
 

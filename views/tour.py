@@ -19,15 +19,15 @@ def demo(name):
     return open_run(DEMO_RUNS / name)
 
 
-def story_image(run):
-    task = run_tasks(run)[IMAGE_TASK]
-    return task, task.x_test[IMAGE_INDEX:IMAGE_INDEX + 1]
+def story(name):
+    """Demo run ``name`` (SharedRun and Run), and the task and image the story follows in it."""
+    shared = demo(name)
+    task = run_tasks(shared.run)[IMAGE_TASK]
+    return shared, shared.run, task, task.x_test[IMAGE_INDEX:IMAGE_INDEX + 1]
 
 
 def step_forgetting():
-    shared = demo("finetune")
-    run = shared.run
-    task, x = story_image(run)
+    shared, run, task, x = story("finetune")
     row = task.offset + int(task.y_test[IMAGE_INDEX])
     st.markdown("Plain **fine-tuning** trains one network on five tasks in turn (two digits each). Each new "
                 "task overwrites what the earlier ones relied on: read a column of the matrix downwards to "
@@ -50,9 +50,7 @@ def step_forgetting():
 
 
 def step_pathways():
-    shared = demo("rerelrp")
-    run = shared.run
-    task, x = story_image(run)
+    shared, run, task, x = story("rerelrp")
     st.markdown("**ReReLRP** runs Layer-wise Relevance Propagation after each task to find the units the "
                 "task relies on. It keeps those in the task's *subnetwork*, prunes the rest from it (within "
                 "`acc_drop` points of validation accuracy) and **freezes** what it kept: later tasks may "
@@ -74,9 +72,7 @@ def step_pathways():
 
 
 def step_recognition():
-    shared = demo("rerelrp")
-    run = shared.run
-    task, x = story_image(run)
+    shared, run, task, x = story("rerelrp")
     result = explanation(shared, x)
     st.markdown("Task-aware prediction needs the task label. Without it, ReReLRP must first **recognise "
                 "the task** from what the input does inside the network, then let that task's subnetwork "
