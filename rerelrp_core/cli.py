@@ -59,7 +59,8 @@ def build_parser():
                             "'faithful' (the paper's relevance forests) or 'forest' (the forests with "
                             "more context and data)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument("--device", help="auto (the default), cpu, cuda or cuda:N; with --resume: the "
+                                        "device the run was trained with when this machine has it")
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("--resume", action="store_true",
@@ -67,6 +68,8 @@ def build_parser():
                             "after every task)")
     show = commands.add_parser("show", help="print the metrics table of a saved run")
     show.add_argument("run", help="run folder")
+    show.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's own device when this "
+                                       "machine has it, else the CPU)")
     return parser
 
 
@@ -132,7 +135,8 @@ def command_train(args):
     out = Path(args.out)
     previous = None
     if args.resume and (out / "run.json").exists():
-        previous = load_run(out)
+        previous = load_run(out, device=args.device)
+        _say_device(previous)
         split, config, dataset_name = previous.split, previous.config, previous.dataset
         print(f"resuming {out}: {previous.tasks_done} of {split.n_tasks} tasks finished "
               "(the run's own settings are used)", file=sys.stderr)
@@ -157,8 +161,14 @@ def command_train(args):
     print(f"run written to {out} (metrics: {out / 'metrics.json'})")
 
 
+def _say_device(run):
+    if run.device_note:
+        print(run.device_note, file=sys.stderr)
+
+
 def command_show(args):
-    run = load_run(args.run)
+    run = load_run(args.run, device=args.device)
+    _say_device(run)
     if not run.tasks_done:
         raise UserError(f"{args.run} has no finished task yet.")
     print(format_table(run.metrics))

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from .config import TrainConfig
 from .data import SplitConfig
 from .errors import UserError
-from .learners import make_learner
+from .learners import make_learner, preferred_device, resolve_device
 from .metrics import summarise
 from .models import build_model
 from .recognition import recognition_config
@@ -61,6 +61,7 @@ class Run:
     history: dict = field(default_factory=_empty_history)
     metrics: dict = field(default_factory=dict)
     snapshots: list = field(default_factory=list)   # float16 weights after each task (optional)
+    device_note: str = None     # why the run opened on another device than it was trained on
 
     @property
     def tasks_done(self):
@@ -154,9 +155,12 @@ def load_run(folder, device=None):
     except (RuntimeError, OSError, ValueError, SafetensorError) as error:
         raise UserError(f"{folder}: model.safetensors is damaged or does not fit a '{config.arch}' model "
                         f"for this run ({str(error).splitlines()[0][:200]}).") from None
-    if device is not None:
-        config.device = str(device)
-    learner = make_learner(model, config)
+    # asked for now: it must exist; else the device it was trained with, or the CPU where that is missing
+    if device is None:
+        device, note = preferred_device(config.device)
+    else:
+        device, note = resolve_device(str(device)), None
+    learner = make_learner(model, config, device)
     try:
         learner.load_json_state(state.get("learner") or {}, tasks)
         if len(learner.tasks) != n_done:
@@ -165,7 +169,8 @@ def load_run(folder, device=None):
     except UserError as error:
         raise UserError(f"{folder}: {error}.") from None
     run = Run(config, split, state["dataset"], state["class_names"], state["input_shape"], tasks,
-              learner, state["history"], snapshots=_load_snapshots(folder, model, n_done))
+              learner, state["history"], snapshots=_load_snapshots(folder, model, n_done),
+              device_note=note)
     if run.tasks_done:
         run.update_metrics()
     return run

@@ -31,7 +31,23 @@ def resolve_device(name="auto"):
         raise UserError(f"Unknown device '{name}'. Use auto, cpu or cuda.")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("CUDA was requested but no GPU is available; use --device cpu or auto.")
+    index = name.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        count = torch.cuda.device_count()
+        raise UserError(f"Device {name} was requested but this machine has {count} GPU(s) "
+                        f"(cuda:0 to cuda:{count - 1}); use --device cuda, cuda:N or cpu.")
     return torch.device(name)
+
+
+def preferred_device(name):
+    """The device a saved run opens on: the one it was trained with (``name``) when this machine
+    has it, else the CPU. Returns (device, note): the note says why it fell back, or is None."""
+    try:
+        return resolve_device(name), None
+    except UserError:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return torch.device("cpu"), (f"This run was trained on {name}, which this machine does not have "
+                                     f"({gpus} GPU(s) here): it opens on the CPU (--device chooses another).")
 
 
 def accuracy(predicted, labels):
