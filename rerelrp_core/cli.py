@@ -10,8 +10,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .colour_sets import PAPER_SPLITS
 from .config import TrainConfig, make_config
-from .data import DATASETS, SplitConfig, load_dataset
+from .data import SplitConfig, dataset_names, load_dataset
 from .errors import UserError
 from .learners import LEARNERS
 from .models import ARCHITECTURES
@@ -26,10 +27,13 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a task sequence and write OUT/metrics.json")
     train.add_argument("--dataset", default="fashion-mnist",
-                       help=f"{', '.join(DATASETS)} or folder:PATH (one sub-folder per class)")
+                       help=f"{', '.join(dataset_names())} or folder:PATH (one sub-folder per class)")
+    train.add_argument("--data-dir", help="where the colour data sets are looked for "
+                                          "(default: $RERELRP_DATA, else ~/.cache/rerelrp/data)")
     train.add_argument("--download", action="store_true",
                        help="let torchvision download Fashion-MNIST if missing")
-    train.add_argument("--tasks", type=int, default=5, help="number of tasks")
+    train.add_argument("--tasks", type=int, help="number of tasks (default: the paper's split for its data "
+                                                  "sets, else 5)")
     train.add_argument("--classes-per-task", type=int, nargs="+",
                        help="classes in each task (default: even split)")
     train.add_argument("--class-order", type=int, nargs="+",
@@ -146,9 +150,12 @@ def command_train(args):
                             "pass --resume to continue it or choose another --out.")
         split = SplitConfig(n_tasks=args.tasks, classes_per_task=args.classes_per_task,
                             class_order=args.class_order, seed=args.seed)
+        if args.tasks is None:      # the paper's split of its data sets, else 5 even tasks
+            split.classes_per_task = args.classes_per_task or PAPER_SPLITS.get(args.dataset)
+            split.n_tasks = len(split.classes_per_task) if split.classes_per_task else 5
         config, dataset_name = config_from_args(args), args.dataset
     kwargs = {"download": True} if args.download else {}
-    dataset = load_dataset(dataset_name, **kwargs)
+    dataset = load_dataset(dataset_name, data_dir=getattr(args, "data_dir", None), **kwargs)
     bars = ProgressBars(split.n_tasks, enabled=not args.quiet)
     if previous is not None:
         bars.tasks.update(previous.tasks_done)

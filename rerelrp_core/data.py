@@ -255,13 +255,26 @@ DATASETS = {"fashion-mnist": load_fashion_mnist, "mnist5k": load_mnist5k, "digit
             "mnist5k-fashion": load_mnist5k_fashion}
 
 
-def load_dataset(name, **kwargs):
-    """Load a data set by name (``fashion-mnist``, ``mnist5k``, ``digits``, ``mnist5k-fashion``) or from
-    a folder path given as ``folder:PATH``."""
+def dataset_names():
+    """Every data set :func:`load_dataset` knows by name (the grey ones, then the paper's colour ones)."""
+    from .colour_sets import LOADERS
+    return [*DATASETS, *LOADERS]
+
+
+def load_dataset(name, data_dir=None, **kwargs):
+    """Load a data set by name (see :func:`dataset_names`) or from a folder path given as
+    ``folder:PATH``. ``data_dir``: where the paper's colour sets are looked for (see
+    :func:`rerelrp_core.colour_sets.data_dir`)."""
+    from .colour_sets import LOADERS
     if name.startswith("folder:"):
         return load_image_folder(name[len("folder:"):], **kwargs)
+    if name in LOADERS:
+        if kwargs.get("download"):
+            raise UserError(f"--download cannot fetch {name} yet: put its files in the data folder "
+                            "(see the README's data set table).")
+        return LOADERS[name](data_dir)
     if name not in DATASETS:
-        raise UserError(f"Unknown dataset '{name}'. Choose one of: {', '.join(DATASETS)}, "
+        raise UserError(f"Unknown dataset '{name}'. Choose one of: {', '.join(dataset_names())}, "
                         "or folder:PATH for your own images (one sub-folder per class).")
     return DATASETS[name](**kwargs)
 

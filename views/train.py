@@ -6,6 +6,7 @@ import uuid
 import streamlit as st
 
 from rerelrp_core.archives import extract_image_zip
+from rerelrp_core.colour_sets import PAPER_SPLITS, present
 from rerelrp_core.config import make_config
 from rerelrp_core.data import SplitConfig, fashion_mnist_available, load_dataset
 from rerelrp_core.errors import UserError
@@ -17,6 +18,10 @@ from ui.jobs import QUEUE, TrainingJob
 from ui.report import run_report
 from ui.state import RUNS_DIR, may_manage, open_run, own_run
 
+COLOUR_SETS = {"cifar10": "CIFAR-10 (32×32 colour)", "cifar100": "CIFAR-100 (32×32 colour)",
+               "svhn": "SVHN (32×32 colour digits)", "emnist-letters": "EMNIST letters (28×28)",
+               "pathmnist": "PathMNIST (28×28 colour tissue)",
+               "bloodmnist": "BloodMNIST (28×28 colour cells)"}
 DATASETS = {"mnist5k": "MNIST-5k (bundled, 28×28 digits)", "digits": "scikit-learn digits (8×8, fastest)",
             "fashion-mnist": "Fashion-MNIST (full, Debian package)",
             "mnist5k-fashion": "MNIST-5k digits + Fashion-MNIST (20 classes, for 10-task sequences)",
@@ -58,15 +63,19 @@ def report_of(path, name):
 with st.form("train"):
     c1, c2, c3 = st.columns(3)
     datasets = [d for d in DATASETS if "fashion" not in d or fashion_mnist_available()]
-    dataset = c1.selectbox("Data set", datasets, format_func=DATASETS.get,
+    datasets[-1:-1] = [name for name in COLOUR_SETS if present(name)]     # before "Your images"
+    dataset = c1.selectbox("Data set", datasets, format_func=lambda d: DATASETS.get(d) or COLOUR_SETS[d],
                            help="Fashion-MNIST appears when its files are installed "
-                                "(apt-get install dataset-fashion-mnist). "
+                                "(apt-get install dataset-fashion-mnist); the paper's colour sets when "
+                                "their files are in the data folder ($RERELRP_DATA, see the README). "
                                 "Your images are converted to 28×28 grey.")
     archive = st.file_uploader("Zip of your images (used when the data set is 'Your images')", type=["zip"],
                                help="One folder per class, at least two classes and two images per class.")
     n_tasks = c2.number_input("Tasks", 1, 50, 5,
                               help="The classes are split evenly over the tasks, in class order "
-                                   "(the number of tasks must divide the number of classes).")
+                                   "(the number of tasks must divide the number of classes); for the "
+                                   "paper's data sets, its own split when the number of tasks matches it "
+                                   "(e.g. PathMNIST: 4 tasks of 3, 2, 2, 2 classes).")
     method = c3.selectbox("Method", sorted(LEARNERS), index=sorted(LEARNERS).index("rerelrp"),
                           help=METHOD_HELP)
     c4, c5, c6, c7 = st.columns(4)
@@ -94,7 +103,10 @@ if submitted:
         # runs trained here keep per-task snapshots: the Forgetting page's explanation drift needs them
         config = make_config(method=method, arch=arch, epochs=int(epochs), acc_drop=float(acc_drop),
                              seed=int(seed), keep_snapshots=True)
-        job = TrainingJob(dataset, SplitConfig(n_tasks=int(n_tasks), seed=int(seed)), config, RUNS_DIR,
+        paper = PAPER_SPLITS.get(dataset)
+        sizes = paper if paper and len(paper) == int(n_tasks) else None
+        split = SplitConfig(n_tasks=int(n_tasks), classes_per_task=sizes, seed=int(seed))
+        job = TrainingJob(dataset, split, config, RUNS_DIR,
                           name).start()
         st.session_state["job"] = job
     except UserError as error:
