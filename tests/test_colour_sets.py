@@ -185,3 +185,9 @@ def test_the_train_page_offers_a_colour_set_that_is_present_and_trains_it(cifar1
         time.sleep(0.1)
     assert job.state == "finished", job.error
     assert job.run.input_shape == [3, 32, 32] and job.split.classes_per_task == PAPER_SPLITS["cifar10"]
+    # every page works on the colour run (the image shown in colour: 3 channels)
+    for page in ("explore", "masking", "forgetting"):
+        other = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+        other.session_state["run_path"] = str(job.saved_to)
+        other.switch_page(f"views/{page}.py").run()
+        assert not other.exception and not other.error, (page, other.exception, other.error)
