@@ -20,6 +20,7 @@ from .progress import Stage
 from .recognition import RECOGNITION_PRESETS
 from .runs import load_run, save_run
 from .sequence import train_sequence
+from .sweep import parse_settings, plan, run_sweep
 
 
 def build_parser():
@@ -70,6 +71,20 @@ def build_parser():
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last finished task (a checkpoint is written "
                             "after every task)")
+    sweep = commands.add_parser("sweep", help="every method x seed x setting as a Ray task, one run folder "
+                                              "each, with DIR/summary.csv and .json")
+    sweep.add_argument("--dataset", required=True)
+    sweep.add_argument("--methods", nargs="+", required=True, choices=sorted(LEARNERS))
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
+    sweep.add_argument("--tasks", type=int, default=5)
+    sweep.add_argument("--set", nargs="*", default=[], metavar="KEY=V1,V2",
+                       help="training settings to sweep, e.g. acc_drop=1,2 epochs=5")
+    sweep.add_argument("--out", required=True, help="sweep folder (one run folder per combination)")
+    sweep.add_argument("--address", help="an existing Ray cluster to join (default: a local Ray)")
+    sweep.add_argument("--cpus-per-run", type=float, default=1, help="CPUs (and torch threads) per run")
+    sweep.add_argument("--gpus-per-run", type=float, default=0)
+    sweep.add_argument("--data-dir")
+    sweep.add_argument("--quiet", action="store_true")
     show = commands.add_parser("show", help="print the metrics table of a saved run")
     show.add_argument("run", help="run folder")
     show.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's own device when this "
@@ -182,14 +197,25 @@ def command_show(args):
     print(json.dumps({k: run.metrics[k] for k in ("stored_bytes_per_task", "capacity") if k in run.metrics}))
 
 
+def command_sweep(args):
+    runs = plan(args.dataset, args.methods, args.seeds, args.tasks, parse_settings(args.set))
+    rows = run_sweep(runs, args.out, args.address, args.cpus_per_run, args.gpus_per_run, args.data_dir,
+                     args.quiet)
+    failed = [row for row in rows if "error" in row]
+    print(f"{len(rows) - len(failed)} of {len(rows)} runs done; summary in {Path(args.out) / 'summary.csv'}")
+    for row in failed:
+        print(f"{row['name']} failed: {row['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        {"train": command_train, "show": command_show}[args.command](args)
+        code = {"train": command_train, "show": command_show, "sweep": command_sweep}[args.command](args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the last finished task's checkpoint is in the run folder.", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
