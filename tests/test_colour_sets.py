@@ -191,3 +191,33 @@ def test_the_train_page_offers_a_colour_set_that_is_present_and_trains_it(cifar1
         other.session_state["run_path"] = str(job.saved_to)
         other.switch_page(f"views/{page}.py").run()
         assert not other.exception and not other.error, (page, other.exception, other.error)
+
+
+def test_tiny_imagenet_folder(tmp_path):
+    from PIL import Image
+    root = tmp_path / "tiny-imagenet-200"
+    wnids = ["n01443537", "n01629819"]
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (root / "words.txt").write_text("n01443537\tgoldfish, Carassius auratus\n"
+                                    "n01629819\tEuropean fire salamander\n")
+    lines = []
+    for k, wnid in enumerate(wnids):
+        images = root / "train" / wnid / "images"
+        images.mkdir(parents=True)
+        for i in range(PER_CLASS):
+            Image.fromarray(pixels(k, size=64)).save(images / f"{wnid}_{i}.JPEG", quality=95)
+        Image.fromarray(pixels(k, size=64)).save(root / "val" / "images" / f"val_{k}.JPEG", quality=95)
+        lines.append(f"val_{k}.JPEG\t{wnid}\t0\t0\t63\t63")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    data = load_dataset("tiny-imagenet", data_dir=tmp_path)
+    assert data.input_shape == (3, 64, 64) and data.class_names == ["goldfish", "European fire salamander"]
+    assert data.y_train.tolist() == [0] * PER_CLASS + [1] * PER_CLASS and data.y_test.tolist() == [0, 1]
+    assert abs(float(data.x_train[0, 1, 30, 30]) * 255 - 20) < 3          # green plane, through JPEG
+    (root / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn99999999\n")
+    with pytest.raises(UserError, match="line 1: expected"):
+        load_dataset("tiny-imagenet", data_dir=tmp_path)
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    (root / "val" / "images" / "val_1.JPEG").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match="val_1.JPEG is not a readable image"):
+        load_dataset("tiny-imagenet", data_dir=tmp_path)

@@ -21,7 +21,8 @@ from ui.state import RUNS_DIR, may_manage, open_run, own_run
 COLOUR_SETS = {"cifar10": "CIFAR-10 (32×32 colour)", "cifar100": "CIFAR-100 (32×32 colour)",
                "svhn": "SVHN (32×32 colour digits)", "emnist-letters": "EMNIST letters (28×28)",
                "pathmnist": "PathMNIST (28×28 colour tissue)",
-               "bloodmnist": "BloodMNIST (28×28 colour cells)"}
+               "bloodmnist": "BloodMNIST (28×28 colour cells)",
+               "tiny-imagenet": "Tiny-ImageNet (64×64 colour)"}
 DATASETS = {"mnist5k": "MNIST-5k (bundled, 28×28 digits)", "digits": "scikit-learn digits (8×8, fastest)",
             "fashion-mnist": "Fashion-MNIST (full, Debian package)",
             "mnist5k-fashion": "MNIST-5k digits + Fashion-MNIST (20 classes, for 10-task sequences)",
