@@ -54,6 +54,9 @@ def build_parser():
                        help="largest share of each layer's free units one task may freeze "
                             "(default 0.75; 1 = no cap, as in the paper)")
     train.add_argument("--reinit-free", action="store_true", help="re-initialise free units before each task")
+    train.add_argument("--augment", choices=["auto", "none", "crop-flip"],
+                       help="training augmentation (default auto: pad 4, random resized crop and flip for "
+                            "CIFAR-10/100 and SVHN, as in the paper; none otherwise)")
     train.add_argument("--reg-strength", type=float,
                        help="ewc / lwf regularisation weight "
                             "(default: EWC 50000, LwF 0.5, chosen on validation)")
@@ -97,7 +100,7 @@ def config_from_args(args):
                        batch_size=args.batch_size, acc_drop=args.acc_drop, ref_per_class=args.ref_per_class,
                        loss_scope=args.loss_scope, max_keep_fraction=args.max_keep_fraction,
                        max_claim_fraction=args.max_claim_fraction,
-                       reinit_free=args.reinit_free, seed=args.seed, device=args.device,
+                       reinit_free=args.reinit_free, augment=args.augment, seed=args.seed, device=args.device,
                        reg_strength=args.reg_strength, memory=args.memory, recognition=args.recognition)
 
 

@@ -97,6 +97,8 @@ class TrainConfig:
     reg_strength: baselines' regularisation weight (None = the method's default: EWC 50000, LwF 0.5).
     memory: iCaRL's and replay's image buffer, in images (2000, as in the paper's comparison).
     reinit_free: re-initialise units no task owns before each new task.
+    augment: training augmentation: ``crop-flip`` (pad 4, random resized crop, horizontal flip),
+        ``none``, or ``auto`` (crop-flip for CIFAR-10/100 and SVHN, as in the paper).
     keep_snapshots: keep a float16 copy of the weights after every task (for explanation drift).
     relevance_batch: samples per LRP pass.
     recognition: overrides of :class:`~rerelrp_core.recognition.RecognitionConfig` fields.
@@ -122,6 +124,7 @@ class TrainConfig:
     reg_strength: float = option(None, optional(at_least(0)), "--reg-strength")
     memory: int = option(2000, at_least(1, integer=True), "--memory")
     reinit_free: bool = option(False, is_bool, "--reinit-free")
+    augment: str = option("auto", one_of("auto", "none", "crop-flip"), "--augment")
     keep_snapshots: bool = option(False, is_bool)
     relevance_batch: int = option(256, at_least(1, integer=True))
     recognition: dict = field(default_factory=dict, metadata={"check": None, "flag": "--recognition"})

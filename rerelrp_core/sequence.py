@@ -2,6 +2,7 @@
 import time
 from dataclasses import replace
 
+from .augment import augmentation
 from .data import make_tasks
 from .errors import UserError
 from .evaluation import evaluator_for
@@ -40,6 +41,7 @@ def train_sequence(dataset, split, config, progress=None, should_stop=None, on_t
         raise UserError("The run to resume was made with another task split or data set.")
     learner, config = run.learner, run.config
     learner.resume(tasks[:run.tasks_done])
+    learner.augmentation = augmentation(config.augment, dataset.name, dataset.input_shape)
     evaluate = evaluator_for(learner)
     for task in tasks[run.tasks_done:]:
         learner.train_task(task, progress, should_stop)

@@ -4,6 +4,7 @@ import gzip
 
 import numpy as np
 import pytest
+import torch
 from scipy.io import savemat
 
 from rerelrp_core.cli import main
@@ -221,3 +222,23 @@ def test_tiny_imagenet_folder(tmp_path):
     (root / "val" / "images" / "val_1.JPEG").write_bytes(b"not a jpeg")
     with pytest.raises(UserError, match="val_1.JPEG is not a readable image"):
         load_dataset("tiny-imagenet", data_dir=tmp_path)
+
+
+def test_augmentation_is_on_for_cifar_by_default_and_reproducible(cifar10):
+    from rerelrp_core.augment import augmentation
+    from rerelrp_core.config import make_config
+    from rerelrp_core.sequence import train_sequence
+    data = load_dataset("cifar10", data_dir=cifar10)
+    apply = augmentation("auto", "cifar10", data.input_shape)
+    assert augmentation("auto", "mnist5k", (1, 28, 28)) is None
+    assert augmentation("none", "cifar10", (3, 32, 32)) is None
+    batch = data.x_train[:16]
+    first, again = apply(batch, 7), apply(batch, 7)
+    assert first.shape == batch.shape and torch.equal(first, again) and not torch.equal(first, batch)
+    split = SplitConfig(n_tasks=5, classes_per_task=PAPER_SPLITS["cifar10"])
+
+    def run(augment):
+        config = make_config(arch="cnn-small", epochs=2, augment=augment, device="cpu")
+        return train_sequence(data, split, config).learner.model.state_dict()["head.weight"]
+
+    assert torch.equal(run("auto"), run("crop-flip")) and not torch.equal(run("auto"), run("none"))

@@ -69,6 +69,7 @@ class Learner:
     method = None
     ownership = None
     recogniser = None
+    augmentation = None     # (batch, seed) -> batch applied to training batches; set per sequence
 
     def __init__(self, model, config, device=None):
         self.model = model

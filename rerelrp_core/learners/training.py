@@ -55,6 +55,8 @@ def run_epoch(learner, x, rows, columns, optimizer, freezer, shuffle, task_index
             raise Cancelled()
         idx = order[start:start + batch_size]
         xb, yb = learner.mix_batch(x[idx].to(learner.device), rows[idx].to(learner.device))
+        if learner.augmentation is not None:     # its seed comes from the shuffle: reproducible
+            xb = learner.augmentation(xb, int(torch.randint(2 ** 31, (1,), generator=shuffle)))
         loss = learner.loss(xb, yb, learner.model(xb), columns)
         if not torch.isfinite(loss):
             raise UserError(f"Training diverged in task {task_index} (the loss became {loss.item()}); "
