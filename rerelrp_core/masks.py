@@ -88,11 +88,12 @@ class Freezer:
                 self._add(param, frozen_head_rows)
 
     def _add(self, param, rows):
-        rows = rows.to(param.device)
-        self.entries.append((param, rows, param.detach()[rows].clone()))
+        # indices, not a bool mask: writing through a mask finds its True entries (a GPU sync) every step
+        index = torch.nonzero(rows).flatten().to(param.device)
+        self.entries.append((param, index, param.detach().index_select(0, index).clone()))
 
     @torch.no_grad()
     def restore(self):
-        for param, rows, values in self.entries:
-            param[rows] = values
+        for param, index, values in self.entries:
+            param.index_copy_(0, index, values)
 

@@ -49,7 +49,9 @@ def run_epoch(learner, x, rows, columns, optimizer, freezer, shuffle, task_index
     """One pass over the shuffled task data; returns the mean loss."""
     set_train_mode(learner.model, task_index)
     order = torch.randperm(len(x), generator=shuffle)
-    total, count, batch_size = 0.0, 0, learner.config.batch_size
+    # the loss is summed and checked on the device, once per epoch: reading it every step would make a
+    # GPU wait for every batch
+    total, finite, count, batch_size = 0.0, True, 0, learner.config.batch_size
     for start in range(0, len(x), batch_size):
         if should_stop and should_stop():
             raise Cancelled()
@@ -58,16 +60,17 @@ def run_epoch(learner, x, rows, columns, optimizer, freezer, shuffle, task_index
         if learner.augmentation is not None:     # its seed comes from the shuffle: reproducible
             xb = learner.augmentation(xb, int(torch.randint(2 ** 31, (1,), generator=shuffle)))
         loss = learner.loss(xb, yb, learner.model(xb), columns)
-        if not torch.isfinite(loss):
-            raise UserError(f"Training diverged in task {task_index} (the loss became {loss.item()}); "
-                            "lower the learning rate (--lr) and train again or resume.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if freezer:
             freezer.restore()
-        total, count = total + float(loss.detach()) * len(xb), count + len(xb)
-    return total / max(count, 1)
+        total, count = total + loss.detach() * len(xb), count + len(xb)
+        finite = finite & torch.isfinite(loss.detach())
+    if not bool(finite):
+        raise UserError(f"Training diverged in task {task_index} (the loss became {float(total)}); "
+                        "lower the learning rate (--lr) and train again or resume.")
+    return float(total) / max(count, 1)
 
 
 def set_train_mode(model, task_index):
