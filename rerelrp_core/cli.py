@@ -28,7 +28,8 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a task sequence and write OUT/metrics.json")
     train.add_argument("--dataset", default="fashion-mnist",
-                       help=f"{', '.join(dataset_names())} or folder:PATH (one sub-folder per class)")
+                       help=f"{', '.join(dataset_names())}, or folder:PATH (one sub-folder per class; "
+                            "folder-32-rgb:PATH keeps colour at 32 px)")
     train.add_argument("--data-dir", help="where the colour data sets are looked for "
                                           "(default: $RERELRP_DATA, else ~/.cache/rerelrp/data)")
     train.add_argument("--download", action="store_true",

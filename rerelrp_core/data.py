@@ -7,6 +7,7 @@ the model's global output rows.
 """
 import gzip
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,7 +241,20 @@ def load_image_folder(path, size=28, channels=1, test_fraction=0.2, seed=0):
         return torch.stack(parts[part][0]), torch.tensor(parts[part][1], dtype=torch.int64)
 
     (x_tr, y_tr), (x_te, y_te) = stack_part("train"), stack_part("test")
-    return ImageDataset(f"folder:{root.resolve()}", x_tr, y_tr, x_te, y_te, [d.name for d in class_dirs])
+    return ImageDataset(folder_name(root.resolve(), size, channels), x_tr, y_tr, x_te, y_te,
+                        [d.name for d in class_dirs])
+
+
+FOLDER_NAME = re.compile(r"folder(?:-(\d+)-(grey|rgb))?:(.+)", re.DOTALL)
+
+
+def folder_name(path, size=28, channels=1):
+    """The data-set name of an image folder read at ``size`` px and ``channels`` (a run keeps it, so
+    reopening it reads the folder the same way): ``folder:PATH`` for 28 px grey, else e.g.
+    ``folder-32-rgb:PATH``."""
+    if (size, channels) == (28, 1):
+        return f"folder:{path}"
+    return f"folder-{size}-{'rgb' if channels == 3 else 'grey'}:{path}"
 
 
 def _images(uint8_array):
@@ -266,8 +280,10 @@ def load_dataset(name, data_dir=None, **kwargs):
     ``folder:PATH``. ``data_dir``: where the paper's colour sets are looked for (see
     :func:`rerelrp_core.colour_sets.data_dir`)."""
     from .colour_sets import LOADERS
-    if name.startswith("folder:"):
-        return load_image_folder(name[len("folder:"):], **kwargs)
+    folder = FOLDER_NAME.fullmatch(name)
+    if folder:
+        size, colour, path = folder.groups()
+        return load_image_folder(path, size=int(size or 28), channels=3 if colour == "rgb" else 1, **kwargs)
     if name in LOADERS:
         if kwargs.get("download"):
             raise UserError(f"--download cannot fetch {name} yet: put its files in the data folder "

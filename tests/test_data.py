@@ -116,3 +116,19 @@ def test_bad_image_folders(tmp_path, setup, message):
     setup(tmp_path)
     with pytest.raises(UserError, match=message):
         load_image_folder(tmp_path)
+
+
+def test_an_image_folder_read_in_colour_at_another_size_reopens_the_same_way(tmp_path):
+    for name, colour in (("red", (200, 10, 10)), ("blue", (10, 10, 200))):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.new("RGB", (50, 40), colour).save(tmp_path / name / f"{i}.png")
+    colour_data = load_image_folder(tmp_path, size=32, channels=3)
+    assert colour_data.input_shape == (3, 32, 32)
+    assert colour_data.name == f"folder-32-rgb:{tmp_path.resolve()}"
+    again = load_dataset(colour_data.name)            # what a run keeps and reopens
+    assert torch.equal(again.x_train, colour_data.x_train)
+    blue = again.x_train[again.y_train == 0][0]                  # class 0 is "blue" (sorted names)
+    assert round(float(blue[2].max()) * 255) == 200 and round(float(blue[0].max()) * 255) == 10  # still blue
+    grey = load_dataset(f"folder:{tmp_path}")
+    assert grey.input_shape == (1, 28, 28) and grey.name == f"folder:{tmp_path.resolve()}"

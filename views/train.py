@@ -8,7 +8,7 @@ import streamlit as st
 from rerelrp_core.archives import extract_image_zip
 from rerelrp_core.colour_sets import PAPER_SPLITS, present
 from rerelrp_core.config import make_config
-from rerelrp_core.data import SplitConfig, fashion_mnist_available, load_dataset
+from rerelrp_core.data import SplitConfig, fashion_mnist_available, folder_name, load_dataset
 from rerelrp_core.errors import UserError
 from rerelrp_core.learners import LEARNERS
 from rerelrp_core.models import ARCHITECTURES
@@ -38,15 +38,15 @@ st.title("Train a task sequence")
 job = st.session_state.get("job")
 
 
-def uploaded_dataset(upload):
+def uploaded_dataset(upload, image_size, colour):
     """Unpack an uploaded zip into this session's own folder and check it loads; returns its
     data-set name (``folder:PATH``)."""
-    key = (upload.name, upload.size)
+    key = (upload.name, upload.size, image_size, colour)
     if st.session_state.get("zip_key") != key:
         target = RUNS_DIR / ".uploads" / uuid.uuid4().hex
         try:
             folder = extract_image_zip(upload.getvalue(), target)
-            dataset = load_dataset(f"folder:{folder}")
+            dataset = load_dataset(folder_name(folder, image_size, 3 if colour else 1))
         except UserError:
             shutil.rmtree(target, ignore_errors=True)
             raise
@@ -69,9 +69,13 @@ with st.form("train"):
                            help="Fashion-MNIST appears when its files are installed "
                                 "(apt-get install dataset-fashion-mnist); the paper's colour sets when "
                                 "their files are in the data folder ($RERELRP_DATA, see the README). "
-                                "Your images are converted to 28×28 grey.")
+                                "Your images are resized and kept in colour or grey as set below.")
     archive = st.file_uploader("Zip of your images (used when the data set is 'Your images')", type=["zip"],
                                help="One folder per class, at least two classes and two images per class.")
+    z1, z2 = st.columns(2)
+    image_size = z1.selectbox("Image size (your images)", [28, 32, 64],
+                              help="Your images are resized to this many pixels a side.")
+    colour = z2.checkbox("Keep colour (your images)", help="Off: converted to grey.")
     n_tasks = c2.number_input("Tasks", 1, 50, 5,
                               help="The classes are split evenly over the tasks, in class order "
                                    "(the number of tasks must divide the number of classes); for the "
@@ -99,7 +103,7 @@ if submitted:
         if dataset == "zip":
             if archive is None:
                 raise UserError("Upload a zip of your images first (one folder per class).")
-            dataset = uploaded_dataset(archive)
+            dataset = uploaded_dataset(archive, image_size, colour)
             st.caption(f"Your data: {st.session_state['zip_summary']}")
         # runs trained here keep per-task snapshots: the Forgetting page's explanation drift needs them
         config = make_config(method=method, arch=arch, epochs=int(epochs), acc_drop=float(acc_drop),
