@@ -13,6 +13,7 @@ import torch
 from zennit.composites import EpsilonPlusFlat
 
 from .models import canonizers_for
+from .seeding import exact_float32
 
 
 @contextmanager
@@ -35,7 +36,7 @@ def lrp_context(model):
     was_training = model.training
     model.eval()
     try:
-        with composite.context(model) as modified:
+        with exact_float32(), composite.context(model) as modified:
             yield modified
     finally:
         model.train(was_training)

@@ -10,6 +10,7 @@ from .learners import make_learner
 from .models import build_model
 from .progress import Progress, Stage
 from .runs import Run
+from .seeding import deterministic
 
 
 def new_run(dataset, split, config, tasks):
@@ -43,24 +44,30 @@ def train_sequence(dataset, split, config, progress=None, should_stop=None, on_t
     learner.resume(tasks[:run.tasks_done])
     learner.augmentation = augmentation(config.augment, dataset.name, dataset.input_shape)
     evaluate = evaluator_for(learner)
-    for task in tasks[run.tasks_done:]:
-        learner.train_task(task, progress, should_stop)
-        learner.consolidate(task, progress)
-        if config.keep_snapshots:
-            run.snapshots.append({k: v.detach().half().cpu() for k, v in learner.model.state_dict().items()})
-        started = time.perf_counter()
-        taw, tag, confusion = evaluate(learner, scored[:task.index + 1])
-        run.history["acc_taw"].append(taw)
-        run.history["acc_tag"].append(tag)
-        run.history["task_confusion"] = confusion
-        if learner.ownership is not None:
-            run.history["capacity"].append(dict(zip(run.layer_names, learner.ownership.free_fraction())))
-        run.history["evaluate_s"] += time.perf_counter() - started
-        run.update_metrics()
-        if progress:
-            progress(Progress(Stage.EVALUATE, task.index + 1, len(tasks), task.index,
-                              acc_taw=taw, acc_tag=tag))
-        if on_task_end:
-            on_task_end(run)
+    with deterministic(learner.device):      # CUDA: reproducible kernels (a resume equals a whole run)
+        for task in tasks[run.tasks_done:]:
+            _learn_task(run, task, scored[:task.index + 1], len(tasks), evaluate, progress, should_stop)
+            if on_task_end:
+                on_task_end(run)
     return run
+
+
+def _learn_task(run, task, seen, n_tasks, evaluate, progress, should_stop):
+    """Train and consolidate ``task``, then score every ``seen`` task into the run's history."""
+    learner = run.learner
+    learner.train_task(task, progress, should_stop)
+    learner.consolidate(task, progress)
+    if run.config.keep_snapshots:
+        run.snapshots.append({k: v.detach().half().cpu() for k, v in learner.model.state_dict().items()})
+    started = time.perf_counter()
+    taw, tag, confusion = evaluate(learner, seen)
+    run.history["acc_taw"].append(taw)
+    run.history["acc_tag"].append(tag)
+    run.history["task_confusion"] = confusion
+    if learner.ownership is not None:
+        run.history["capacity"].append(dict(zip(run.layer_names, learner.ownership.free_fraction())))
+    run.history["evaluate_s"] += time.perf_counter() - started
+    run.update_metrics()
+    if progress:
+        progress(Progress(Stage.EVALUATE, task.index + 1, n_tasks, task.index, acc_taw=taw, acc_tag=tag))
 

@@ -74,3 +74,36 @@ def test_gpu_indices_are_checked_against_the_machine(monkeypatch):
     device, note = preferred_device("cuda:7")
     assert device == torch.device("cpu") and "2 GPU(s) here" in note
     assert preferred_device("cuda:1") == (torch.device("cuda:1"), None)
+
+
+def cuda_flags():
+    return (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+            torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32)
+
+
+def test_cuda_trainings_run_deterministic_kernels_and_put_the_flags_back():
+    from rerelrp_core.seeding import deterministic
+    torch.backends.cuda.matmul.allow_tf32 = True
+    before = cuda_flags()
+    try:
+        with deterministic("cpu"):
+            assert cuda_flags() == before                       # the CPU needs nothing
+        with deterministic("cuda"):
+            with deterministic("cuda:0"):                       # a second training at the same time
+                assert cuda_flags() == (True, False, True, False, False)
+            assert cuda_flags() == (True, False, True, False, False)    # the first still holds them
+        assert cuda_flags() == before
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def test_lrp_runs_in_plain_float32(digits_run, digits_tasks):
+    from rerelrp_core.relevance import lrp_context
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        with lrp_context(digits_run.learner.replica().model):
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
