@@ -33,7 +33,8 @@ def build_parser():
     train.add_argument("--data-dir", help="where the colour data sets are looked for "
                                           "(default: $RERELRP_DATA, else ~/.cache/rerelrp/data)")
     train.add_argument("--download", action="store_true",
-                       help="let torchvision download Fashion-MNIST if missing")
+                       help="fetch the data set if it is missing (Fashion-MNIST, CIFAR-10/100, SVHN, EMNIST "
+                            "letters, Tiny-ImageNet; official sources, checksums verified)")
     train.add_argument("--tasks", type=int, help="number of tasks (default: the paper's split for its data "
                                                   "sets, else 5)")
     train.add_argument("--classes-per-task", type=int, nargs="+",

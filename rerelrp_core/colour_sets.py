@@ -38,8 +38,8 @@ def data_dir(folder=None):
 
 
 def _missing(name, folder, what):
-    return UserError(f"The {name} data set was not found in {folder}: put {what} there (or pass --data-dir "
-                     "to look elsewhere).")
+    return UserError(f"The {name} data set was not found in {folder}: put {what} there, pass --download to "
+                     "fetch it, or --data-dir to look elsewhere.")
 
 
 def _images(array):
@@ -249,6 +249,39 @@ MARKERS = {"cifar10": ["cifar-10-batches-bin/test_batch.bin"], "cifar100": ["cif
 def present(name, folder=None):
     """Whether colour set ``name`` seems to be in the data folder (without reading it)."""
     return any((data_dir(folder) / marker).is_file() for marker in MARKERS[name])
+
+
+# official archives and their published MD5 checksums (torchvision checks them while downloading)
+ARCHIVES = {"cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+                        "c32a1d4ab5d03f1284b67883e8d87530"),
+            "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+                         "03b5dce01913d631647c71ecec9e9cb8"),
+            "tiny-imagenet": ("http://cs231n.stanford.edu/tiny-imagenet-200.zip",
+                              "90528d7ca1a48142e341f4ef8d21d0de")}
+
+
+def download(name, folder=None):
+    """Fetch set ``name`` into the data folder in the layout its loader reads: CIFAR and
+    Tiny-ImageNet from their official archives (checksums verified), SVHN and EMNIST through
+    torchvision's own classes (which verify theirs)."""
+    import torchvision.datasets as sets
+    from torchvision.datasets.utils import download_and_extract_archive
+    root = data_dir(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        if name in ARCHIVES:
+            url, md5 = ARCHIVES[name]
+            download_and_extract_archive(url, download_root=str(root), md5=md5, remove_finished=True)
+        elif name == "svhn":
+            for split in ("train", "test"):
+                sets.SVHN(str(root / "svhn"), split=split, download=True)
+        elif name == "emnist-letters":
+            sets.EMNIST(str(root), split="letters", download=True)
+        else:
+            raise UserError(f"--download cannot fetch {name}: install the medmnist package and let it write "
+                            f"{name}.npz into {root} (or copy the file there).")
+    except (OSError, RuntimeError) as error:        # no network, a failed checksum, a full disk
+        raise UserError(f"Downloading {name} into {root} failed ({type(error).__name__}: {error}).") from None
 
 
 LOADERS = {"cifar10": load_cifar10, "cifar100": load_cifar100, "svhn": load_svhn,

@@ -279,15 +279,14 @@ def load_dataset(name, data_dir=None, **kwargs):
     """Load a data set by name (see :func:`dataset_names`) or from a folder path given as
     ``folder:PATH``. ``data_dir``: where the paper's colour sets are looked for (see
     :func:`rerelrp_core.colour_sets.data_dir`)."""
-    from .colour_sets import LOADERS
+    from .colour_sets import LOADERS, download, present
     folder = FOLDER_NAME.fullmatch(name)
     if folder:
         size, colour, path = folder.groups()
         return load_image_folder(path, size=int(size or 28), channels=3 if colour == "rgb" else 1, **kwargs)
     if name in LOADERS:
-        if kwargs.get("download"):
-            raise UserError(f"--download cannot fetch {name} yet: put its files in the data folder "
-                            "(see the README's data set table).")
+        if kwargs.get("download") and not present(name, data_dir):
+            download(name, data_dir)
         return LOADERS[name](data_dir)
     if name not in DATASETS:
         raise UserError(f"Unknown dataset '{name}'. Choose one of: {', '.join(dataset_names())}, "

@@ -1,6 +1,8 @@
 """The paper's data sets read from tiny files written here in their exact official formats, and
 their malformed versions refused with one clear sentence."""
 import gzip
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,7 +166,6 @@ def test_train_on_cifar10_from_the_command_line_with_the_paper_split(cifar10, tm
 def test_the_train_page_offers_a_colour_set_that_is_present_and_trains_it(cifar10, tmp_path,
                                                                           monkeypatch):
     import time
-    from pathlib import Path
 
     from streamlit.testing.v1 import AppTest
 
@@ -242,3 +243,32 @@ def test_augmentation_is_on_for_cifar_by_default_and_reproducible(cifar10):
         return train_sequence(data, split, config).learner.model.state_dict()["head.weight"]
 
     assert torch.equal(run("auto"), run("crop-flip")) and not torch.equal(run("auto"), run("none"))
+
+
+def test_download_fetches_the_official_archive_once_then_loads_it(tmp_path, cifar10, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.utils as utils
+    calls = []
+
+    def fake_download(url, download_root, md5=None, remove_finished=False):     # no network here
+        calls.append((url, md5))
+        shutil.copytree(cifar10 / "cifar-10-batches-bin", Path(download_root) / "cifar-10-batches-bin")
+
+    monkeypatch.setattr(utils, "download_and_extract_archive", fake_download)
+    target = tmp_path / "data"
+    data = load_dataset("cifar10", data_dir=target, download=True)
+    assert calls == [("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+                      "c32a1d4ab5d03f1284b67883e8d87530")]
+    assert data.n_classes == 10
+    load_dataset("cifar10", data_dir=target, download=True)
+    assert len(calls) == 1                                      # present: not fetched again
+
+    def offline(url, download_root, md5=None, remove_finished=False):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(utils, "download_and_extract_archive", offline)
+    with pytest.raises(UserError, match="Downloading cifar100 into .* failed .*no route to host"):
+        load_dataset("cifar100", data_dir=target, download=True)
+    with pytest.raises(UserError, match="install the medmnist package"):
+        load_dataset("pathmnist", data_dir=target, download=True)
