@@ -14,6 +14,7 @@ import rerelrp_core  # noqa: E402,F401
 from rerelrp_core.config import TrainConfig  # noqa: E402
 from rerelrp_core.recognition import RECOGNITION_PRESETS  # noqa: E402
 from rerelrp_core.runs import save_run  # noqa: E402
+from rerelrp_core.sweep import parse_value  # noqa: E402
 
 from common import open_dataset, timed_sequence, write_results  # noqa: E402
 
@@ -36,7 +37,7 @@ def main():
     parser.add_argument("--name", default=None, help="result file name (default accuracy-DATASET)")
     args = parser.parse_args()
     recognition = {**RECOGNITION_PRESETS[args.preset],
-                   **{k: _value(v) for k, v in (item.split("=", 1) for item in args.recognition)}}
+                   **{k: parse_value(v) for k, v in (item.split("=", 1) for item in args.recognition)}}
     dataset, meta = open_dataset(args.dataset)
     rows = []
     for method in args.methods:
@@ -62,15 +63,6 @@ def result_row(method, seed, m, seconds):
             "task_recognition_acc": m.get("task_recognition_acc"), "train_s": m["timing_s"]["train"],
             "consolidate_s": m["timing_s"]["consolidate"], "evaluate_s": m["timing_s"]["evaluate"],
             "total_s": round(seconds, 1), "stored_bytes_total": sum(m["stored_bytes_per_task"])}
-
-
-def _value(text):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def print_table(rows, dataset):

@@ -8,7 +8,6 @@ gets one sentence naming it and what is wrong.
 
 Each set comes with the task split the paper uses (``PAPER_SPLITS``).
 """
-import gzip
 import os
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from scipy.io import loadmat
 from scipy.io.matlab import MatReadError
 
+from .data import ImageDataset, read_idx
 from .errors import UserError
 
 # classes per task in the paper's experiments (arXiv 2502.10789)
@@ -48,7 +48,6 @@ def _images(array):
 
 
 def _dataset(name, x_train, y_train, x_test, y_test, class_names):
-    from .data import ImageDataset  # data.py lists these loaders: imported here, not at the top
     return ImageDataset(name, _images(x_train), torch.from_numpy(y_train.astype(np.int64)),
                         _images(x_test), torch.from_numpy(y_test.astype(np.int64)), class_names)
 
@@ -160,19 +159,6 @@ def load_bloodmnist(data_dir_=None):
 
 
 # -- EMNIST letters ------------------------------------------------------------------------------
-def _idx(path, dims):
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    if len(data) < 4 + 4 * dims or data[:3] != b"\x00\x00\x08" or data[3] != dims:
-        raise UserError(f"{path} is not an idx file of unsigned bytes with {dims} dimension(s).")
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
-    if body.size != int(np.prod(shape)):
-        raise UserError(f"{path} holds {body.size} values where its header announces {shape} (truncated?).")
-    return body.reshape(shape)
-
-
 def load_emnist_letters(data_dir_=None):
     folder = data_dir(data_dir_) / "EMNIST" / "raw"
     found = {}
@@ -183,7 +169,9 @@ def load_emnist_letters(data_dir_=None):
             if path is None:
                 raise _missing("EMNIST letters", folder.parent.parent, "EMNIST/raw/ as torchvision's EMNIST "
                                "keeps it (emnist-letters-*-idx*-ubyte, plain or .gz)")
-            found[(part, kind)] = _idx(path, dims)
+            found[(part, kind)] = read_idx(path)
+            if found[(part, kind)].ndim != dims:
+                raise UserError(f"{path} should hold {dims}-dimensional data.")
     parts = []
     for part in ("train", "test"):
         images, labels = found[(part, "images")], found[(part, "labels")]

@@ -79,7 +79,7 @@ class SplitConfig:
 # Loaders
 # ----------------------------------------------------------------------------------------------
 
-def _read_idx(path):
+def read_idx(path):
     """Read an IDX file (the MNIST family's format), gzipped or not, into a numpy array."""
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rb") as handle:
@@ -134,7 +134,7 @@ def load_fashion_mnist(root=None, download=False):
 
 
 def _fashion_mnist_from(folder):
-    arrays = {key: _read_idx(Path(folder) / name) for key, name in FASHION_MNIST_FILES.items()}
+    arrays = {key: read_idx(Path(folder) / name) for key, name in FASHION_MNIST_FILES.items()}
     return ImageDataset("fashion-mnist", _images(arrays["x_train"]), _labels(arrays["y_train"]),
                         _images(arrays["x_test"]), _labels(arrays["y_test"]), list(FASHION_MNIST_CLASSES))
 

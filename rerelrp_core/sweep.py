@@ -30,11 +30,12 @@ def parse_settings(items):
         key, sep, values = item.partition("=")
         if not sep or not key or not values:
             raise UserError(f"--set takes key=value[,value...]; got {item!r}.")
-        settings[key.strip().replace("-", "_")] = [_value(v.strip()) for v in values.split(",")]
+        settings[key.strip().replace("-", "_")] = [parse_value(v.strip()) for v in values.split(",")]
     return settings
 
 
-def _value(text):
+def parse_value(text):
+    """A setting typed on a command line: an int, a float, true/false, or the text itself."""
     for cast in (int, float):
         try:
             return cast(text)

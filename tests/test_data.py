@@ -48,7 +48,7 @@ def test_truncated_idx_file(tmp_path):
     with gzip.open(path, "wb") as f:
         f.write(bytes([0, 0, 8, 3]) + (100).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0" * 50)
     with pytest.raises(UserError, match="truncated"):
-        data._read_idx(path)
+        data.read_idx(path)
 
 
 def test_mnist5k_fixed_split():
