@@ -128,8 +128,9 @@ class ClassGaussians:
         typical own-class distance)."""
         if self._precisions is None:
             made = [self._precision(v.double(), var.double()) for v, var in zip(self.vectors, self.variances)]
-            self._precisions = [precision for precision, _ in made]
+            # _typical first: another thread sees _precisions set only once both are ready
             self._typical = float(torch.cat([own for _, own in made]).mean())
+            self._precisions = [precision for precision, _ in made]
         return self._precisions
 
     def _precision(self, vectors, variances):

@@ -81,7 +81,8 @@ def build_parser():
     sweep.add_argument("--dataset", required=True)
     sweep.add_argument("--methods", nargs="+", required=True, choices=sorted(LEARNERS))
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
-    sweep.add_argument("--tasks", type=int, default=5)
+    sweep.add_argument("--tasks", type=int, help="number of tasks (default: the paper's split for its data "
+                                                  "sets, else 5)")
     sweep.add_argument("--set", nargs="*", default=[], metavar="KEY=V1,V2",
                        help="training settings to sweep, e.g. acc_drop=1,2 epochs=5")
     sweep.add_argument("--out", required=True, help="sweep folder (one run folder per combination)")

@@ -9,6 +9,7 @@ gets one sentence naming it and what is wrong.
 Each set comes with the task split the paper uses (``PAPER_SPLITS``).
 """
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,7 @@ def _svhn_part(path):
     if x is None or y is None or x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
         raise UserError(f"{path} must hold X as 32 x 32 x 3 x N uint8 images and y as N labels.")
     y = np.asarray(y).reshape(-1)
-    if len(y) != x.shape[3] or y.min() < 1 or y.max() > 10:
+    if not len(y) or len(y) != x.shape[3] or y.min() < 1 or y.max() > 10:
         raise UserError(f"{path}: y must hold one label from 1 to 10 per image (10 stands for the digit 0).")
     return x.transpose(3, 0, 1, 2), y % 10
 
@@ -137,15 +138,17 @@ def _medmnist(name, class_names, data_dir_):
             parts = {key: npz[key] for key in ("train_images", "train_labels", "test_images", "test_labels")}
     except KeyError as error:
         raise UserError(f"{path} lacks the array {error}.") from None
-    except (ValueError, OSError, EOFError) as error:
-        raise UserError(f"{path} is not a readable .npz file of plain arrays ({error}).") from None
+    except (ValueError, OSError, EOFError, TypeError, zipfile.BadZipFile) as error:   # TypeError: a bare .npy
+        raise UserError(f"{path} is not a readable .npz file of plain arrays "
+                        f"({type(error).__name__}: {error}).") from None
     for part in ("train", "test"):
         images, labels = parts[f"{part}_images"], parts[f"{part}_labels"].reshape(-1)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 or len(labels) != len(images):
             raise UserError(f"{path}: {part}_images must be N x H x W x 3 uint8 with one label each; got "
                             f"{images.dtype} {images.shape} and {len(labels)} labels.")
-        if labels.min() < 0 or labels.max() >= len(class_names):
-            raise UserError(f"{path}: {part}_labels must lie in 0..{len(class_names) - 1}.")
+        if not len(labels) or labels.min() < 0 or labels.max() >= len(class_names):
+            raise UserError(f"{path}: {part}_labels must be a non-empty set of labels in "
+                            f"0..{len(class_names) - 1}.")
     return _dataset(name, parts["train_images"], parts["train_labels"].reshape(-1), parts["test_images"],
                     parts["test_labels"].reshape(-1), class_names)
 
@@ -175,7 +178,7 @@ def load_emnist_letters(data_dir_=None):
     parts = []
     for part in ("train", "test"):
         images, labels = found[(part, "images")], found[(part, "labels")]
-        if len(images) != len(labels) or labels.min() < 1 or labels.max() > 26:
+        if not len(labels) or len(images) != len(labels) or labels.min() < 1 or labels.max() > 26:
             raise UserError(f"EMNIST letters {part}: labels must be 1..26, one per image.")
         # EMNIST stores each image transposed; letters are labelled 1 (a) to 26 (z)
         parts += [images.transpose(0, 2, 1)[..., None], labels - 1]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .colour_sets import PAPER_SPLITS
 from .config import make_config
 from .data import SplitConfig
 from .errors import UserError
@@ -45,17 +46,25 @@ def parse_value(text):
 
 
 def plan(dataset, methods, seeds, n_tasks, settings):
-    """Every run of the sweep as a dict (dataset, method, seed, tasks, settings, name); each
-    combination's settings are checked here, before anything starts."""
-    keys = list(settings)
-    runs = []
-    for method, seed, values in itertools.product(methods, seeds, itertools.product(*settings.values())):
+    """Every run of the sweep as a dict (dataset, method, seed, tasks, classes_per_task, settings,
+    name); ``n_tasks`` None takes the paper's split of its data sets, else 5 tasks. Each
+    combination's settings are checked here, before anything starts. The name holds everything
+    that makes a run, so a sweep into the same folder with other settings never mistakes one run
+    for another."""
+    for clash in ("method", "seed"):
+        if clash in settings:
+            raise UserError(f"--set cannot set {clash}: use --{clash}s.")
+    sizes = PAPER_SPLITS.get(dataset) if n_tasks is None else None
+    n_tasks = len(sizes) if sizes else n_tasks or 5
+    keys, runs = list(settings), []
+    for method, seed, values in itertools.product(dict.fromkeys(methods), dict.fromkeys(seeds),
+                                                  itertools.product(*settings.values())):
         chosen = dict(zip(keys, values))
         make_config(method=method, seed=seed, **chosen)          # a bad value stops the sweep now
-        label = "-".join(f"{k}{v}" for k, v in chosen.items())
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{method}-seed{seed}" + (f"-{label}" if label else ""))
+        label = "".join(f"-{k}{v}" for k, v in chosen.items())
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{dataset}-{n_tasks}tasks-{method}-seed{seed}{label}")
         runs.append({"dataset": dataset, "method": method, "seed": seed, "tasks": n_tasks,
-                     "settings": chosen, "name": name})
+                     "classes_per_task": sizes, "settings": chosen, "name": name})
     return runs
 
 
@@ -70,11 +79,12 @@ def train_one(job, out, data_dir=None, threads=1):
     from .sequence import train_sequence
     torch.set_num_threads(threads)
     folder = Path(out) / job["name"]
-    previous = load_run(folder, device="cpu") if (folder / "run.json").exists() else None
+    previous = load_run(folder) if (folder / "run.json").exists() else None     # on its own device
     started = time.perf_counter()
     if previous is None or previous.tasks_done < previous.split.n_tasks:
         config = make_config(method=job["method"], seed=job["seed"], **job["settings"])
-        split = previous.split if previous else SplitConfig(n_tasks=job["tasks"], seed=job["seed"])
+        split = previous.split if previous else SplitConfig(n_tasks=job["tasks"], seed=job["seed"],
+                                                             classes_per_task=job["classes_per_task"])
         run = train_sequence(load_dataset(job["dataset"], data_dir=data_dir), split,
                              previous.config if previous else config,
                              on_task_end=functools.partial(save_run, out=folder), run=previous)

@@ -121,6 +121,14 @@ def test_medmnist_npz(tmp_path):
     np.savez(tmp_path / "bloodmnist.npz", train_images=np.array([{"a": 1}], dtype=object))
     with pytest.raises(UserError, match="bloodmnist.npz"):          # never unpickled
         load_dataset("bloodmnist", data_dir=tmp_path)
+    whole = (tmp_path / "pathmnist.npz").read_bytes()
+    (tmp_path / "bloodmnist.npz").write_bytes(whole[:len(whole) // 2])        # an interrupted download
+    with pytest.raises(UserError, match="bloodmnist.npz is not a readable .npz file"):
+        load_dataset("bloodmnist", data_dir=tmp_path)
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    (tmp_path / "plain.npy").rename(tmp_path / "bloodmnist.npz")               # a bare array, renamed
+    with pytest.raises(UserError, match="bloodmnist.npz is not a readable .npz file"):
+        load_dataset("bloodmnist", data_dir=tmp_path)
 
 
 def idx(array, dims):

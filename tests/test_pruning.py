@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from rerelrp_core.errors import UserError
+from rerelrp_core.learners import Cancelled
 from rerelrp_core.pruning import cap_claims, prune_order, search_pruning
 from rerelrp_core.runs import load_run, save_run
 
@@ -94,7 +95,36 @@ def test_pruning_curve_redraws_what_the_search_saw(digits_run, digits_tasks, tmp
     # the rankings survive a save, and a run saved without them says why it has no curve
     save_run(digits_run, tmp_path / "run")
     again = load_run(tmp_path / "run", device="cpu").learner
-    assert all(torch.equal(a, b) for a, b in zip(again.rankings, learner.rankings))
-    again.rankings = []
+    assert again.rankings.keys() == learner.rankings.keys() == {0, 1, 2}
+    assert all(torch.equal(again.rankings[t], learner.rankings[t]) for t in learner.rankings)
+    again.rankings = {}
     with pytest.raises(UserError, match="no stored relevance ranking"):
         again.pruning_curve(digits_tasks[0])
+
+
+def test_a_run_from_before_rankings_resumes_and_keeps_each_ranking_under_its_task(digits, digits_split,
+                                                                                  tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from rerelrp_core.sequence import train_sequence
+
+    from conftest import small_config
+    out = tmp_path / "run"
+    finished = []
+
+    def checkpoint(run):
+        save_run(run, out)
+        finished.append(run.tasks_done)
+
+    with pytest.raises(Cancelled):
+        train_sequence(digits, digits_split, small_config(), on_task_end=checkpoint,
+                       should_stop=lambda: len(finished) >= 2)
+    tensors = load_file(str(out / "learner.safetensors"))          # as a run saved before rankings
+    older = {k: v for k, v in tensors.items() if not k.startswith("ranking.")}
+    save_file(older, str(out / "learner.safetensors"))
+    resumed = train_sequence(digits, digits_split, small_config(), run=load_run(out, device="cpu"))
+    assert set(resumed.learner.rankings) == {2}
+    save_run(resumed, tmp_path / "again")
+    reopened = load_run(tmp_path / "again", device="cpu").learner
+    assert set(reopened.rankings) == {2}
+    assert torch.equal(reopened.rankings[2], resumed.learner.rankings[2])

@@ -27,7 +27,7 @@ def test_a_sweep_on_local_ray_equals_the_runs_done_one_by_one(tmp_path, capsys):
     rows = json.loads((out / "summary.json").read_text())
     assert len(rows) == 4 and all(r["state"] == "trained" for r in rows)
     assert sorted(r["name"] for r in rows) == sorted(
-        f"{m}-seed0-epochs2-acc_drop{a}" for m in ("rerelrp", "finetune") for a in (1, 3))
+        f"digits-2tasks-{m}-seed0-epochs2-acc_drop{a}" for m in ("rerelrp", "finetune") for a in (1, 3))
     assert (out / "summary.csv").read_text().count("\n") == 5
     # the same runs, one by one, in this process with one torch thread (as each Ray task had)
     threads = torch.get_num_threads()
@@ -42,7 +42,7 @@ def test_a_sweep_on_local_ray_equals_the_runs_done_one_by_one(tmp_path, capsys):
     finally:
         torch.set_num_threads(threads)
     # interrupt one run after its first task (its checkpoint), then sweep again
-    interrupted = out / "rerelrp-seed0-epochs2-acc_drop1"
+    interrupted = out / "digits-2tasks-rerelrp-seed0-epochs2-acc_drop1"
     run = load_run(interrupted, device="cpu")
     expected = run.metrics["avg_acc_tag"][-1]
     shutil.rmtree(interrupted)
@@ -70,3 +70,7 @@ def test_bad_sweep_settings_stop_before_anything_runs():
         parse_settings(["acc_drop"])
     with pytest.raises(UserError, match="acc_drop"):
         plan("digits", ["rerelrp"], [0], 2, parse_settings(["acc_drop=-5"]))
+    with pytest.raises(UserError, match="use --seeds"):
+        plan("digits", ["rerelrp"], [0], 2, parse_settings(["seed=1,2"]))
+    runs = plan("pathmnist", ["rerelrp", "rerelrp"], [0, 0], None, {})
+    assert len(runs) == 1 and runs[0]["classes_per_task"] == [3, 2, 2, 2] and runs[0]["tasks"] == 4

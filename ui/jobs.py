@@ -142,6 +142,7 @@ class TrainingJob:
             dataset = load_dataset(self.dataset)
             self.events.append(Progress(Stage.DATA, 1, 1, images=len(dataset.x_train)))
             previous = load_run(self.resume_from) if self.resume_from else None
+            self.run = previous     # a resumed job shows, and can resume again from, where it began
             self.run = train_sequence(dataset, self.split, self.config, progress=self.events.append,
                                       should_stop=self.stop_event.is_set, on_task_end=self._checkpoint,
                                       run=previous)

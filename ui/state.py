@@ -37,7 +37,7 @@ ADMIN = os.environ.get("RERELRP_ADMIN", "").strip().lower() in ("1", "true", "ye
 _PRELOADED = {}   # (path, stamp) -> SharedRun, filled by preload() before the server takes visitors
 
 
-@st.cache_resource(show_spinner="Loading run…", max_entries=8)
+@st.cache_resource(show_spinner="Loading run…", max_entries=32)   # every demo run and saved ones
 def _cached_run(path, stamp):
     return _PRELOADED.get((path, stamp)) or SharedRun(load_run(path, device="cpu"))
 
@@ -121,6 +121,16 @@ def finished_run():
         st.info("Pick a run with at least one finished task in the sidebar.")
         st.stop()
     return shared
+
+
+def tasks_or_stop(run):
+    """The run's finished tasks with their images; when its data set is not on this machine the
+    page says so and stops (instead of a traceback)."""
+    tasks, message = data_tasks(run)
+    if tasks is None:
+        st.info(message)
+        st.stop()
+    return tasks
 
 
 def run_tasks(run):

@@ -1,4 +1,6 @@
 """Plain-number summaries of saved runs that several pages show (pages only draw them)."""
+import streamlit as st
+
 from rerelrp_core.errors import UserError
 from ui.state import available_runs, open_run
 
@@ -21,7 +23,7 @@ def stored_summary(name, metrics):
 
 def same_split_runs(run):
     """Every listed run (demo and saved) with at least one task on ``run``'s data set and split, as
-    (label, SharedRun) pairs; runs that cannot be opened are left out."""
+    (label, SharedRun) pairs, the run itself first; runs that cannot be opened are left out."""
     found = []
     for entry in available_runs():
         try:
@@ -31,5 +33,6 @@ def same_split_runs(run):
         other = shared.run
         if other.dataset == run.dataset and vars(other.split) == vars(run.split) and other.tasks_done:
             label = f"{other.config.method} ({'demo ' if entry['demo'] else ''}{entry['name']})"
-            found.append((label, shared))
-    return found
+            found.append((label, shared, str(entry["path"]) == st.session_state.get("run_path")))
+    found.sort(key=lambda item: not item[2])          # stable: the run itself first, then as listed
+    return [(label, shared) for label, shared, _ in found]

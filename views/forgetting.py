@@ -4,7 +4,7 @@ import streamlit as st
 from rerelrp_core.explain import drift_scores, forgetting_of
 from ui import figures
 from ui.glossary import TERMS
-from ui.state import drift, finished_run, run_tasks
+from ui.state import drift, finished_run, tasks_or_stop
 from ui.summaries import same_split_runs, stored_summary
 
 st.title("Forgetting")
@@ -35,7 +35,8 @@ st.markdown("**What each method keeps to get there** (beyond the shared network,
 columns = dict.fromkeys(k for row in costs for k in row)     # a kind one method lacks is 0 for it
 st.plotly_chart(figures.memory_card(costs), width="stretch")
 st.dataframe([{k: row.get(k, 0) for k in columns} for row in costs], hide_index=True, width="stretch")
-st.caption("ReReLRP keeps masks and, to recognise tasks, per-class statistics (class Gaussians) or "
+st.caption("ReReLRP keeps masks, each task's relevance ranking (one number per unit) and, to recognise "
+           "tasks, per-class statistics (class Gaussians) or "
            "relevance values (forest runs), never an image; EWC a Fisher value and an anchor weight per "
            "parameter; iCaRL and replay their 2,000 stored images and joint training every image (one "
            "byte per pixel). kB = 1000 bytes.")
@@ -50,13 +51,13 @@ if not run.snapshots or len(with_snapshots) < 2:
             "Train page keep them; the demo runs of ReReLRP, fine-tuning and joint training do).")
     st.stop()
 names = list(with_snapshots)
-mine = next(name for name, other in comparable if other is shared)
+mine = comparable[0][0]                         # same_split_runs lists the run itself first
 c1, c2, c3, c4 = st.columns(4)
 first = c1.selectbox("Run", names, index=names.index(mine), key="drift_first")
 second = c2.selectbox("Beside", [n for n in names if n != first],
                       index=next((i for i, n in enumerate(n for n in names if n != first)
                                   if n.startswith("finetune")), 0), key="drift_second")
-tasks = run_tasks(run)
+tasks = tasks_or_stop(run)
 task_index = c3.selectbox("Task of the image", range(run.tasks_done), format_func=lambda t: f"task {t}")
 task = tasks[task_index]
 sample = c4.number_input("Test sample", 0, len(task.x_test) - 1, 0, key="drift_sample")

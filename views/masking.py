@@ -6,12 +6,12 @@ from rerelrp_core.explain import ablation_report, masking_report, ownership_shar
 from rerelrp_core.pruning import level_for
 from ui import figures
 from ui.glossary import TERMS
-from ui.state import finished_run, pruning_curve, run_tasks
+from ui.state import finished_run, pruning_curve, tasks_or_stop
 
 st.title("Masking and ablation")
 shared = finished_run()
 run = shared.run
-tasks = run_tasks(run)
+tasks = tasks_or_stop(run)
 labels = [f"task {t.index}" for t in run.tasks[:run.tasks_done]]
 
 st.subheader("Before and after masking")
@@ -81,11 +81,13 @@ except UserError as error:
     st.stop()
 pick, total = level_for(curve, acc_drop), curve["kept"][0]
 c1.metric("Units it would keep", f"{curve['kept'][pick]} of {total}",
-          delta=f"{curve['kept'][pick] - curve['kept'][curve['chosen']]:+d} vs what it kept",
+          delta=f"{curve['kept'][pick] - curve['kept_units']:+d} vs what it kept",
           delta_color="off")
 c1.metric("Validation accuracy", f"{curve['accuracy'][pick]:.1f}%",
           delta=f"{curve['accuracy'][pick] - curve['reference']:+.1f} vs unpruned", delta_color="off")
 c2.plotly_chart(figures.pruning_curve(curve, pick, acc_drop), width="stretch")
-c2.caption(f"Left of the star (more units kept than task {task_index} froze) the extra units have since been "
-           "trained by later tasks, so those accuracies are today's, not what the search saw; from the star "
-           "on they are exact.")
+note = (f"The star is where the acc_drop search stopped; the claim cap then pruned {curve['capped']} more of "
+        f"the task's new units, so it kept {curve['kept_units']}. " if curve["capped"] else "")
+c2.caption(note + f"Where a level keeps units task {task_index} did not freeze, later tasks have trained "
+           "them since, so those accuracies are today's, not what the search saw"
+           + ("; from the star on (only frozen units) they are exact." if not curve["capped"] else "."))

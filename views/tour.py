@@ -94,7 +94,8 @@ def step_memory():
     rows = [stored_summary(n, demo(n).run.metrics) for n in names]
     st.markdown("What does each method keep, beyond the network, to avoid forgetting? **Replay** and "
                 "**iCaRL** keep 2,000 old images, **joint** training keeps them all, **fine-tuning** keeps "
-                "nothing and forgets. ReReLRP keeps masks and per-class statistics: no image at all.")
+                "nothing and forgets. ReReLRP keeps masks, per-class statistics and one relevance "
+                "number per unit and task: no image at all.")
     by_name = dict(zip(names, rows))
     if "replay" in by_name and "rerelrp" in by_name:      # the honest comparison, from the runs themselves
         ours, replay = by_name["rerelrp"], by_name["replay"]

@@ -140,7 +140,9 @@ def show_progress():
     if job.state == "failed":
         st.error(job.error)
     elif job.state == "cancelled":
-        st.warning("Cancelled. The last finished task is kept as a checkpoint.")
+        kept = job.run is not None and job.run.tasks_done
+        st.warning("Cancelled. The last finished task is kept as a checkpoint." if kept
+                   else "Cancelled before any task finished: nothing was kept.")
     if job.state in ("cancelled", "failed") and job.run is not None and job.run.tasks_done:
         if st.button(f"Resume from task {job.run.tasks_done}", key="resume",
                      help="Continue from the last finished task; the result equals an uninterrupted run."):

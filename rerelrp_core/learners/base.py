@@ -31,8 +31,8 @@ def resolve_device(name="auto"):
         raise UserError(f"Unknown device '{name}'. Use auto, cpu or cuda.")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("CUDA was requested but no GPU is available; use --device cpu or auto.")
-    index = name.partition(":")[2]
-    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+    _, colon, index = name.partition(":")
+    if colon and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
         count = torch.cuda.device_count()
         raise UserError(f"Device {name} was requested but this machine has {count} GPU(s) "
                         f"(cuda:0 to cuda:{count - 1}); use --device cuda, cuda:N or cpu.")

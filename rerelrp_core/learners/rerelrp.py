@@ -51,7 +51,9 @@ class ReReLRP(Learner):
         self.ownership = UnitOwnership(model.layer_sizes())
         self.recogniser = make_recogniser(recognition_config(config.recognition), model, config.seed)
         self.prune_log = []
-        self.rankings = []     # per task, every unit's relevance on its reference set (all layers, float32)
+        # task index -> every unit's relevance on its reference set (all layers, float32); a run
+        # resumed from before rankings were kept has them only for the tasks trained since
+        self.rankings = {}
 
     def train_task(self, task, progress=None, should_stop=None):
         if self.recogniser is None:       # opened from a run saved before recognition existed
@@ -95,7 +97,7 @@ class ReReLRP(Learner):
         its recognition needs. The recognisers are not stored: they are retrained from the stored
         values when a run opens."""
         parts = {**super().stored_parts(k), "masks": sum(self.ownership.layer_sizes)}
-        if k < len(self.rankings):
+        if k in self.rankings:
             parts["relevance ranking"] = self.rankings[k].numel() * 4
         return {**parts, **self.recogniser.stored_parts(k)} if self.recogniser else parts
 
@@ -114,7 +116,7 @@ class ReReLRP(Learner):
 
     def tensor_state(self):
         return {**self.ownership.tensor_state(),
-                **{f"ranking.t{t}": ranking for t, ranking in enumerate(self.rankings)},
+                **{f"ranking.t{t}": ranking for t, ranking in self.rankings.items()},
                 **(self.recogniser.tensor_state() if self.recogniser else {})}
 
     def load_tensor_state(self, tensors, n_tasks):
@@ -128,17 +130,14 @@ class ReReLRP(Learner):
         self.recogniser.load(tensors, self, n_tasks)
 
     def _load_rankings(self, tensors, n_tasks):
-        """The stored relevance rankings; none for runs saved before they were kept (their pruning
-        curve cannot be redrawn)."""
+        """The stored relevance rankings (tasks trained before rankings were kept have none: their
+        pruning curve cannot be redrawn)."""
         units = sum(self.ownership.layer_sizes)
-        rankings = [tensors.get(f"ranking.t{t}") for t in range(n_tasks)]
-        if all(r is None for r in rankings):
-            return []
-        for t, ranking in enumerate(rankings):
-            if ranking is None or tuple(ranking.shape) != (units,) or not torch.isfinite(ranking).all():
-                raise UserError(f"the relevance ranking of task {t} is missing, has the wrong size or is "
-                                "not finite")
-        return [r.float() for r in rankings]
+        rankings = {t: tensors[f"ranking.t{t}"] for t in range(n_tasks) if f"ranking.t{t}" in tensors}
+        for t, ranking in rankings.items():
+            if tuple(ranking.shape) != (units,) or not torch.isfinite(ranking).all():
+                raise UserError(f"the relevance ranking of task {t} has the wrong size or is not finite")
+        return {t: ranking.float() for t, ranking in rankings.items()}
 
     def reference_set(self, task):
         """Up to ``ref_per_class`` random training samples per class (seeded), with their rows."""
@@ -154,7 +153,7 @@ class ReReLRP(Learner):
         relevance = unit_relevance(self.model, x_ref, rows_ref, batch_size=self.config.relevance_batch,
                                    device=self.device)
         scores = [r.sum(0).cpu() for r in relevance]
-        self.rankings.append(torch.cat(scores).float())
+        self.rankings[task.index] = torch.cat(scores).float()
         if progress:
             progress(Progress(Stage.RELEVANCE, 1, 3, task.index))
         result = self._prune(task, scores)
@@ -188,8 +187,9 @@ class ReReLRP(Learner):
         subnetwork would keep and its validation accuracy (%), measured now on ``task``'s validation
         images. Units the task kept are frozen, so levels that prune at least as much as the search
         did are exactly what it saw; levels that keep more use units later tasks have trained since.
-        Returns {"kept", "accuracy", "reference", "chosen"} (chosen: index of the search's level)."""
-        if task.index >= len(self.rankings):
+        Returns {"kept", "accuracy", "reference", "chosen" (index of the search's level), "kept_units"
+        (what the task really kept: fewer when the claim cap pruned ``capped`` more)}."""
+        if task.index not in self.rankings:
             raise UserError(f"Task {task.index} of this run has no stored relevance ranking (runs saved "
                             "before rankings were kept): retrain the run to see its pruning curve.")
         sizes = self.ownership.layer_sizes
@@ -201,7 +201,7 @@ class ReReLRP(Learner):
         accuracy = [self.validation_accuracy(task, [k.float() for k in keep_masks(sizes, order, k)])
                     for k in levels]
         return {"kept": [total - k for k in levels], "accuracy": accuracy, "reference": log["val_acc_before"],
-                "chosen": levels.index(searched)}
+                "chosen": levels.index(searched), "kept_units": log["kept"], "capped": log.get("capped", 0)}
 
     def recognition_indices(self, task):
         """Indices of the validation images (``val_per_class`` per class, seeded) whose relevance
