@@ -6,6 +6,7 @@ sweep run again skips finished runs and resumes interrupted ones. Ray is local b
 threads per run follow ``cpus_per_run``. ``summary.csv`` and ``summary.json`` get one row per run.
 """
 import csv
+import hashlib
 import itertools
 import json
 import re
@@ -61,11 +62,18 @@ def plan(dataset, methods, seeds, n_tasks, settings):
                                                   itertools.product(*settings.values())):
         chosen = dict(zip(keys, values))
         make_config(method=method, seed=seed, **chosen)          # a bad value stops the sweep now
-        label = "".join(f"-{k}{v}" for k, v in chosen.items())
+        label = "".join(f"-{k}{_short(v)}" for k, v in chosen.items())
         name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{dataset}-{n_tasks}tasks-{method}-seed{seed}{label}")
         runs.append({"dataset": dataset, "method": method, "seed": seed, "tasks": n_tasks,
                      "classes_per_task": sizes, "settings": chosen, "name": name})
     return runs
+
+
+def _short(value):
+    """A setting's value as it appears in a run name (a dict, e.g. recognition overrides, as a hash)."""
+    if isinstance(value, dict):
+        return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
+    return value
 
 
 def train_one(job, out, data_dir=None, threads=1):
@@ -85,8 +93,9 @@ def train_one(job, out, data_dir=None, threads=1):
         config = make_config(method=job["method"], seed=job["seed"], **job["settings"])
         split = previous.split if previous else SplitConfig(n_tasks=job["tasks"], seed=job["seed"],
                                                              classes_per_task=job["classes_per_task"])
-        run = train_sequence(load_dataset(job["dataset"], data_dir=data_dir), split,
-                             previous.config if previous else config,
+        dataset = load_dataset(job["dataset"], data_dir=data_dir)
+        started = time.perf_counter()                 # the run's own time, as bench scripts report it
+        run = train_sequence(dataset, split, previous.config if previous else config,
                              on_task_end=functools.partial(save_run, out=folder), run=previous)
         state = "resumed" if previous else "trained"
     else:
@@ -95,6 +104,7 @@ def train_one(job, out, data_dir=None, threads=1):
     return {"name": job["name"], "method": job["method"], "seed": job["seed"], **job["settings"],
             "final_taw": m["avg_acc_taw"][-1], "final_tag": m["avg_acc_tag"][-1],
             "forgetting_taw": m["forgetting_taw"], "forgetting_tag": m["forgetting_tag"],
+            "task_recognition_acc": m.get("task_recognition_acc"),
             "stored_bytes": sum(m["stored_bytes_per_task"]), "train_s": m["timing_s"]["train"],
             "consolidate_s": m["timing_s"]["consolidate"], "evaluate_s": m["timing_s"]["evaluate"],
             "run_s": round(time.perf_counter() - started, 1), "state": state, "folder": str(folder)}
