@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .errors import UserError
 from .models import batched_logits
-from .tasks import head_slices
+from .tasks import head_slices, task_of_rows
 
 GRID = 2     # conv activations are averaged over a GRID x GRID grid of the feature map
 
@@ -160,7 +160,7 @@ class ClassGaussians:
         (N, classes seen) and ``subnetworks`` (an LRP pass through every subnetwork when
         ``want_input``, for heatmaps; else None)."""
         distance = self.distances(self.features(learner, x))
-        owner = torch.tensor([spec.index for spec in learner.tasks for _ in range(spec.n_classes)])
+        owner = task_of_rows(learner.tasks)
         nearest = torch.stack([distance[:, owner == t].min(1).values for t in range(len(learner.tasks))], 1)
         task_probs = torch.softmax(-nearest / max(self._typical, 1e-12), dim=1)
         task = owner[distance.argmin(1)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .colour_sets import PAPER_SPLITS
+from .colour_sets import default_split
 from .config import TrainConfig, make_config
 from .data import SplitConfig, dataset_names, load_dataset
 from .errors import UserError
@@ -169,14 +169,12 @@ def command_train(args):
         if (out / "run.json").exists():
             raise UserError(f"{out} already holds a run; "
                             "pass --resume to continue it or choose another --out.")
-        split = SplitConfig(n_tasks=args.tasks, classes_per_task=args.classes_per_task,
-                            class_order=args.class_order, seed=args.seed)
-        if args.tasks is None:      # the paper's split of its data sets, else 5 even tasks
-            split.classes_per_task = args.classes_per_task or PAPER_SPLITS.get(args.dataset)
-            split.n_tasks = len(split.classes_per_task) if split.classes_per_task else 5
+        n_tasks, sizes = default_split(args.dataset, args.tasks, args.classes_per_task)
+        split = SplitConfig(n_tasks=n_tasks, classes_per_task=sizes, class_order=args.class_order,
+                            seed=args.seed)
         config, dataset_name = config_from_args(args), args.dataset
     kwargs = {"download": True} if args.download else {}
-    dataset = load_dataset(dataset_name, data_dir=getattr(args, "data_dir", None), **kwargs)
+    dataset = load_dataset(dataset_name, data_dir=args.data_dir, **kwargs)
     bars = ProgressBars(split.n_tasks, enabled=not args.quiet)
     if previous is not None:
         bars.tasks.update(previous.tasks_done)

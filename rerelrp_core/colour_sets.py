@@ -24,6 +24,15 @@ from .errors import UserError
 PAPER_SPLITS = {"cifar10": [2] * 5, "cifar100": [10] * 10, "svhn": [2] * 5, "emnist-letters": [2] * 13,
                 "pathmnist": [3, 2, 2, 2], "bloodmnist": [2] * 4, "tiny-imagenet": [40] * 5}
 
+def default_split(dataset, n_tasks=None, classes_per_task=None):
+    """(n_tasks, classes_per_task) when the user gave ``n_tasks`` or not: the paper's split for its
+    data sets, else 5 even tasks; what the user gave wins."""
+    if n_tasks is not None:
+        return n_tasks, classes_per_task
+    sizes = classes_per_task or PAPER_SPLITS.get(dataset)
+    return (len(sizes), sizes) if sizes else (5, None)
+
+
 PATHMNIST_CLASSES = ["adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle",
                      "normal colon mucosa", "cancer-associated stroma",
                      "colorectal adenocarcinoma epithelium"]

@@ -12,6 +12,7 @@ import torch
 from .class_gaussians import ClassGaussians
 from .learners import accuracy
 from .models import batched_logits
+from .tasks import task_of_rows
 
 
 def evaluate_step(learner, tasks):
@@ -24,7 +25,7 @@ def evaluate_step(learner, tasks):
 
 def _scores(learner, tasks, taw, predicted):
     """The task-agnostic row and the task confusion matrix from each task's predicted rows."""
-    task_of_row = torch.cat([torch.full((t.n_classes,), k) for k, t in enumerate(learner.tasks)])
+    task_of_row = task_of_rows(learner.tasks)
     tag = [accuracy(rows, task.y_test + task.offset) for rows, task in zip(predicted, tasks)]
     confusion = torch.zeros(len(tasks), len(learner.tasks), dtype=torch.int64)
     for task, rows in zip(tasks, predicted):
@@ -64,8 +65,7 @@ class FrozenEvaluation:
         subnetwork's best class among its own rows."""
         distance = torch.cat([self.distances[(j, k)] for k in range(n_tasks)], dim=1)
         seen = learner.tasks[:n_tasks]
-        owner = torch.cat([torch.full((spec.n_classes,), k) for k, spec in enumerate(seen)])
-        recognised = owner[distance.argmin(1)]
+        recognised = task_of_rows(seen)[distance.argmin(1)]
         rows = torch.empty(len(recognised), dtype=torch.int64)
         for k, spec in enumerate(seen):
             mine = recognised == k

@@ -15,13 +15,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .colour_sets import PAPER_SPLITS
+from .colour_sets import default_split
 from .config import make_config
 from .data import SplitConfig
 from .errors import UserError
-
-SUMMARY_KEYS = ("final_taw", "final_tag", "forgetting_taw", "forgetting_tag", "stored_bytes", "train_s",
-                "consolidate_s", "evaluate_s", "run_s")
 
 
 def parse_settings(items):
@@ -55,8 +52,7 @@ def plan(dataset, methods, seeds, n_tasks, settings):
     for clash in ("method", "seed"):
         if clash in settings:
             raise UserError(f"--set cannot set {clash}: use --{clash}s.")
-    sizes = PAPER_SPLITS.get(dataset) if n_tasks is None else None
-    n_tasks = len(sizes) if sizes else n_tasks or 5
+    n_tasks, sizes = default_split(dataset, n_tasks)
     keys, runs = list(settings), []
     for method, seed, values in itertools.product(dict.fromkeys(methods), dict.fromkeys(seeds),
                                                   itertools.product(*settings.values())):

@@ -65,6 +65,11 @@ def head_slices(tasks, n_rows, device=None):
     return slices
 
 
+def task_of_rows(tasks):
+    """(rows,) int64: the position in ``tasks`` of the task each output row belongs to."""
+    return torch.cat([torch.full((task.n_classes,), k) for k, task in enumerate(tasks)])
+
+
 def class_of_row(tasks, row):
     """(task, class within the task) of global output row ``row``."""
     for task in tasks:
