@@ -115,12 +115,18 @@ def image(array, scale=8):
     return picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
 
 
-def heatmaps(maps, titles):
-    """LRP heatmaps side by side (red = evidence for, blue = against), one colour scale each."""
+def heatmaps(maps, titles, image=None):
+    """LRP heatmaps side by side (red = evidence for, blue = against), one colour scale each; laid over
+    ``image`` (C, H, W) when it is a colour image (see :func:`heat_rgb`)."""
     fig = make_subplots(rows=1, cols=len(maps), subplot_titles=titles, horizontal_spacing=0.02)
+    over = is_colour(image)
     for i, heat in enumerate(maps):
         bound = float(np.abs(heat).max()) or 1.0
+        if over:
+            fig.add_trace(go.Image(z=heat_rgb(heat, image), hoverinfo="skip"), row=1, col=i + 1)
+        # Over a colour image the heatmap trace is invisible and only answers the hover.
         fig.add_trace(go.Heatmap(z=heat, colorscale="RdBu_r", zmin=-bound, zmax=bound, showscale=False,
+                                 opacity=0 if over else 1,
                                  hovertemplate="x %{x}, y %{y}: relevance %{z:.4f}<extra></extra>"),
                       row=1, col=i + 1)
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i + 1}", visible=False, row=1, col=i + 1)
@@ -171,25 +177,43 @@ def grouped_bars(categories, series, title, y_title="accuracy (%)"):
     return fig
 
 
-def heat_png(heat, size=84):
+def heat_png(heat, size=84, image=None):
     """A heatmap as a small PNG data URI: the thumbnails drawn inside the pathway graph."""
     import base64
     import io
     buffer = io.BytesIO()
-    heat_image(heat, size).save(buffer, "PNG")
+    heat_image(heat, size, image).save(buffer, "PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def heat_image(heat, size=168):
-    """A heatmap as a Pillow image (red = evidence for, blue = against, white = 0), scaled to its
-    own largest |value| and enlarged without smoothing, so each input pixel stays visible."""
-    from PIL import Image
+def is_colour(image):
+    return image is not None and np.asarray(image).shape[0] == 3
+
+
+def heat_rgb(heat, image=None):
+    """A heatmap (H, W) as an (H, W, 3) uint8 picture scaled to its own largest |value|: red = evidence
+    for, blue = against. On white; or, when ``image`` is a colour image (3, H, W) in [0, 1], over a
+    faded grey copy of it, so the relevance shows where on the object it lies (red over a red object
+    would not show). Over an image the opacity is 2 |value|, full from half the largest |value| on:
+    most relevance sits on few pixels, and the picture would hide the rest."""
     heat = np.asarray(heat, dtype=np.float64)
     v = heat / (np.abs(heat).max() or 1.0)
     red, blue = np.clip(v, 0, 1), np.clip(-v, 0, 1)
-    rgb = np.stack([1 - blue, 1 - red - blue, 1 - red], axis=-1).clip(0, 1)
-    pixels = (rgb * 255).round().astype(np.uint8)
-    return Image.fromarray(pixels).resize((size, size), Image.Resampling.NEAREST)
+    if is_colour(image):
+        grey = 0.35 + 0.65 * np.tensordot([0.299, 0.587, 0.114], np.clip(image, 0, 1), axes=1)
+        opacity = np.clip(2 * np.abs(v), 0, 1)[..., None]
+        pure = np.stack([red > 0, np.zeros_like(v), blue > 0], axis=-1).astype(np.float64)
+        rgb = (1 - opacity) * grey[..., None] + opacity * pure
+    else:
+        rgb = np.stack([1 - blue, 1 - red - blue, 1 - red], axis=-1).clip(0, 1)
+    return (rgb * 255).round().astype(np.uint8)
+
+
+def heat_image(heat, size=168, image=None):
+    """:func:`heat_rgb` as a Pillow image enlarged without smoothing, so each input pixel stays
+    visible."""
+    from PIL import Image
+    return Image.fromarray(heat_rgb(heat, image)).resize((size, size), Image.Resampling.NEAREST)
 
 
 def grey_png(array, size=84):

@@ -23,7 +23,8 @@ def graph_view(run, pathway, x, class_probs, other=None, selected=None):
     subnetwork to overlay; selected: the clicked (layer, unit) or None."""
     n_layers = len(pathway.layers)
     task = run.tasks[pathway.task]
-    layers = [_layer_view(i, layer) for i, layer in enumerate(pathway.layers)]
+    image = x[0].numpy()
+    layers = [_layer_view(i, layer, image) for i, layer in enumerate(pathway.layers)]
     edges = [{"lower": node_key(e.lower, e.lower_unit, n_layers),
               "upper": node_key(e.upper, e.upper_unit, n_layers),
               "flow": e.relevance, "gap": e.lower} for e in pathway.edges]
@@ -34,7 +35,8 @@ def graph_view(run, pathway, x, class_probs, other=None, selected=None):
     explained = task.class_names[pathway.target - task.offset]
     return {"title": f"Why “{explained}”? This input through <b>task {task.index}</b>'s subnetwork",
             "task": task.index, "layers": layers, "edges": edges, "classes": classes,
-            "input_png": figures.grey_png(x[0].numpy()), "heatmap_png": figures.heat_png(pathway.heatmap),
+            "input_png": figures.grey_png(image),
+            "heatmap_png": figures.heat_png(pathway.heatmap, image=image),
             "heatmap_total": float(pathway.heatmap.sum()), "selected": selected, "legend_done": set(),
             "other": None if other is None else {"task": other[0], "kept": other[1]},
             "has_masks": run.learner.ownership is not None}
@@ -52,11 +54,11 @@ def task_rows_explained_first(pathway):
     return [pathway.target] + [r for r in rows if r != pathway.target]
 
 
-def _layer_view(i, layer):
+def _layer_view(i, layer, image):
     magnitude = np.abs(layer.relevance)
     total = magnitude[layer.kept].sum() or 1.0
     top = [int(u) for u in layer.top]
     covered = magnitude[top].sum() / total
     return {"index": i, "name": layer.name, "top": top, "owner": layer.owner, "relevance": layer.relevance,
-            "share": magnitude / total, "pngs": [figures.heat_png(h) for h in layer.heatmaps],
+            "share": magnitude / total, "pngs": [figures.heat_png(h, image=image) for h in layer.heatmaps],
             "caption": f"top {len(top)} of {int(layer.kept.sum())} units · {covered:.0%} of |R|"}

@@ -124,9 +124,10 @@ if x is None:
 
 
 def heat_strip(maps, captions, width=None):
-    """Heatmaps side by side as images (red = evidence for, blue = against), in ``width`` columns."""
+    """Heatmaps side by side as images (red = evidence for, blue = against; over the image when it is
+    in colour), in ``width`` columns."""
     for column, heat, caption in zip(st.columns(width or len(maps)), maps, captions):
-        column.image(figures.heat_image(heat), caption=caption, width="stretch")
+        column.image(figures.heat_image(heat, image=x[0].numpy()), caption=caption, width="stretch")
 
 
 def cached_figure(name, build):
@@ -303,8 +304,9 @@ def unit_view(layer, unit):
     frozen = f" — frozen by {figures.owner_label(owner)}" if has_masks else ""
     st.markdown(f"#### What {name}/{unit} sees{frozen}")
     left, right = st.columns([1, 2])
-    left.image(figures.heat_image(unit_heatmap(layer, unit), 224), caption=f"{name}/{unit}: this input, "
-               "through it alone (red = evidence for the class, blue = against)")
+    left.image(figures.heat_image(unit_heatmap(layer, unit), 224, x[0].numpy()),
+               caption=f"{name}/{unit}: this input, through it alone (red = evidence for the class, "
+                       "blue = against)")
     shares = [float(s["unit_relevance"][layer][unit]) for s in result["subnetworks"]]
     kept = [run.learner.task_masks(m) is None or bool(run.learner.task_masks(m)[layer][unit] > 0)
             for m in range(run.tasks_done)]

@@ -73,7 +73,7 @@ with st.spinner("Recomputing the heatmap after every task…"):
         scores, lost = drift_scores(strip), forgetting_of(other.run, task_index)
         series[name] = (scores, lost, [s for s, _ in strip])
         titles = [f"after task {s}<br>drift {d:.2f}" for (s, _), d in zip(strip, scores)]
-        st.plotly_chart(figures.heatmaps([h for _, h in strip], titles), width="stretch")
+        st.plotly_chart(figures.heatmaps([h for _, h in strip], titles, x[0].numpy()), width="stretch")
         st.caption(f"{name}: task {task_index} lost "
                    + ", ".join(f"{a:.1f}" for a in lost[1:]) + " points after the later tasks"
                    if len(lost) > 1 else f"{name}: task {task_index} is its last task.")
