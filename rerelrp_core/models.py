@@ -5,6 +5,10 @@ Right after every such layer (after its BatchNorm, when it has one) sits a :clas
 multiplies the layer's output by a per-unit mask, which turns the one network into any task's
 subnetwork without copying it, and it is where relevance is read off during LRP. The output layer
 (``head``) has one block of rows per task and is not made of units: it is never pruned.
+
+In every architecture each convolution after the first reads a ReLU's output (directly, or through
+a mask or max-pooling), so its input is never negative; LRP's z+ rule relies on it
+(``relevance.NonNegativeZPlus``) and a test checks it for each architecture.
 """
 from contextlib import contextmanager
 

@@ -1,8 +1,18 @@
 """LRP relevance: finite, batch-independent, normalised per layer, conserved as the rules promise,
 and identical whether subnetworks run one at a time or stacked in one batch."""
+import pytest
 import torch
+from zennit.composites import EpsilonPlusFlat
 
-from rerelrp_core.relevance import input_heatmap, lrp_context, relevance_batch, unit_relevance
+from rerelrp_core.models import build_model, canonizers_for
+from rerelrp_core.relevance import (
+    NonNegativeZPlus,
+    composite_for,
+    input_heatmap,
+    lrp_context,
+    relevance_batch,
+    unit_relevance,
+)
 
 
 def test_relevance_finite_normalised_and_batch_independent(digits_run, digits_tasks):
@@ -54,3 +64,48 @@ def test_input_heatmap_shape(digits_run, digits_tasks):
     task = digits_tasks[0]
     heat = input_heatmap(digits_run.model, task.x_test[:3], task.y_test[:3] + task.offset)
     assert heat.shape == task.x_test[:3].shape and torch.isfinite(heat).all()
+
+
+ARCH_INPUTS = {"cnn": (1, 28, 28), "cnn-small": (1, 28, 28), "vgg11": (3, 32, 32), "resnet18": (3, 32, 32)}
+
+
+@pytest.mark.parametrize("arch", list(ARCH_INPUTS))
+def test_every_convolution_after_the_first_reads_a_non_negative_input(arch):
+    """What NonNegativeZPlus relies on, for plain and LRP passes, in training and in eval mode."""
+    model = build_model(arch, ARCH_INPUTS[arch], 4, seed=1)
+    seen = []
+    handles = [m.register_forward_pre_hook(lambda module, args: seen.append(float(args[0].detach().min())))
+               for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    x = torch.randn(6, *ARCH_INPUTS[arch], generator=torch.Generator().manual_seed(0))
+    try:
+        for training in (True, False):
+            model.train(training)
+            seen.clear()
+            model(x)
+            assert seen[0] < 0 and min(seen[1:]) >= 0, seen       # the input itself may be negative
+        seen.clear()
+        with lrp_context(model) as modified:
+            relevance_batch(modified, model, x, torch.zeros(6, dtype=torch.int64))
+        assert seen and min(seen[1:]) >= 0, seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@pytest.mark.parametrize("arch", list(ARCH_INPUTS))
+def test_one_branch_zplus_gives_zennits_relevance_bit_for_bit(arch):
+    model = build_model(arch, ARCH_INPUTS[arch], 4, seed=1).eval()
+    x = torch.rand(5, *ARCH_INPUTS[arch], generator=torch.Generator().manual_seed(0))
+    rows = torch.tensor([0, 1, 2, 3, 0])
+    masks = [(torch.rand(n, generator=torch.Generator().manual_seed(n)) > 0.3).float()
+             for n in model.layer_sizes()]
+    for composite in (EpsilonPlusFlat(canonizers=canonizers_for(model)), composite_for(model)):
+        with composite.context(model) as modified, model.subnetwork(masks):
+            result = relevance_batch(modified, model, x, rows, want_input=True)
+        if isinstance(composite.layer_map[0][1], NonNegativeZPlus):
+            fast = result
+        else:
+            reference = result
+    assert torch.equal(fast.logits, reference.logits) and torch.equal(fast.input, reference.input)
+    for a, b in zip(fast.units, reference.units):
+        assert torch.equal(a, b)
