@@ -19,17 +19,18 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .models import batched_logits
+from .models import batched_logits, inference_batch
 from .tasks import head_slices, task_of_rows
 
 GRID = 2     # conv activations are averaged over a GRID x GRID grid of the feature map
 
 
 @torch.no_grad()
-def unit_activations(model, masks, x, batch_size=1024):
+def unit_activations(model, masks, x, batch_size=None):
     """Every unit's activation of ``x`` in the subnetwork ``masks``, all unit layers concatenated:
     after a ReLU, conv maps averaged over a GRID x GRID grid (GRID² values per channel)."""
     device = next(model.parameters()).device
+    batch_size = batch_size or inference_batch(device)
     was_training = model.training
     model.eval()
     layers = [layer.mask for layer in model.unit_layers]
