@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .models import batched_logits, inference_batch
+from .models import batched_logits, inference_batch, mask_rows
 from .tasks import head_slices, task_of_rows
 
 GRID = 2     # conv activations are averaged over a GRID x GRID grid of the feature map
@@ -36,12 +36,12 @@ def unit_activations(model, masks, x, batch_size=None):
     layers = [layer.mask for layer in model.unit_layers]
     out = []
     try:
-        with model.subnetwork(masks):
-            for begin in range(0, len(x), batch_size):
-                for layer in layers:
-                    layer.recorded = []
+        for begin in range(0, len(x), batch_size):
+            for layer in layers:
+                layer.recorded = []
+            with model.subnetwork(mask_rows(masks, begin, begin + batch_size, device)):
                 model(x[begin:begin + batch_size].to(device))
-                out.append(torch.cat([_pooled(layer.recorded[0]) for layer in layers], dim=1))
+            out.append(torch.cat([_pooled(layer.recorded[0]) for layer in layers], dim=1))
     finally:
         for layer in layers:
             layer.recorded = None

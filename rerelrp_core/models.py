@@ -231,14 +231,25 @@ def inference_batch(device):
 
 @torch.no_grad()
 def batched_logits(model, x, masks=None, batch_size=None):
-    """Logits of ``x`` (on any device) in batches, through the subnetwork given by ``masks``."""
+    """Logits of ``x`` (on any device) in batches, through the subnetwork given by ``masks`` (per
+    layer (units,), or (N, units): one subnetwork per row of ``x``)."""
     device = next(model.parameters()).device
     batch_size = batch_size or inference_batch(device)
     was_training = model.training
     model.eval()
+    out = []
     try:
-        with model.subnetwork(None if masks is None else [m.to(device) for m in masks]):
-            out = [model(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+        for i in range(0, len(x), batch_size):
+            with model.subnetwork(mask_rows(masks, i, i + batch_size, device)):
+                out.append(model(x[i:i + batch_size].to(device)))
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, model.n_classes, device=device)
+
+
+def mask_rows(masks, start, stop, device):
+    """The subnetwork masks of rows start:stop of a batch, on ``device`` (shared (units,) masks pass
+    through whole; None stays None)."""
+    if masks is None:
+        return None
+    return [(m[start:stop] if m.dim() == 2 else m).to(device) for m in masks]

@@ -16,7 +16,7 @@ from zennit.core import BasicHook, Stabilizer
 from zennit.rules import ClampMod
 from zennit.types import Convolution
 
-from .models import canonizers_for
+from .models import canonizers_for, mask_rows
 from .seeding import exact_float32
 
 
@@ -125,7 +125,7 @@ def unit_relevance(model, x, target_rows, masks=None, batch_size=256, device=Non
     with lrp_context(model) as modified:
         for start in range(0, len(x), batch_size):
             stop = start + batch_size
-            with model.subnetwork(_rows(masks, start, stop, device)):
+            with model.subnetwork(mask_rows(masks, start, stop, device)):
                 units = relevance_batch(modified, model, x[start:stop].to(device),
                                         target_rows[start:stop].to(device)).units
             for i, r in enumerate(normalise(units)):
@@ -136,13 +136,7 @@ def unit_relevance(model, x, target_rows, masks=None, batch_size=256, device=Non
 def input_heatmap(model, x, target_rows, masks=None, device=None):
     """LRP relevance of every input pixel (N, C, H, W) for output rows ``target_rows``."""
     device = device or next(model.parameters()).device
-    with lrp_context(model) as modified, model.subnetwork(_rows(masks, 0, len(x), device)):
+    with lrp_context(model) as modified, model.subnetwork(mask_rows(masks, 0, len(x), device)):
         heat = relevance_batch(modified, model, x.to(device), target_rows.to(device), want_input=True).input
     return heat.detach()
 
-
-def _rows(masks, start, stop, device):
-    """The masks for rows start:stop of a batch (shared (units,) masks pass through unchanged)."""
-    if masks is None:
-        return None
-    return [(m[start:stop] if m.dim() == 2 else m).to(device) for m in masks]

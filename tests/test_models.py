@@ -39,3 +39,23 @@ def test_unknown_model_and_too_small_input():
         build_model("lenet", (1, 28, 28), 10)
     with pytest.raises(UserError, match="too small"):
         build_model("cnn", (1, 2, 2), 10)
+
+
+def test_batched_passes_give_every_row_its_own_subnetwork_across_batches():
+    """Per-row masks are cut with the rows: each row gets its own subnetwork whatever the batch size
+    (up to float rounding: kernels for other batch sizes may round differently)."""
+    from rerelrp_core.class_gaussians import unit_activations
+    from rerelrp_core.models import batched_logits
+    model = build_model("cnn-small", (1, 12, 12), 4, seed=2)
+    x = torch.rand(10, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    draw = torch.Generator().manual_seed(1)
+    masks = [(torch.rand(10, n, generator=draw) > 0.5).float() for n in model.layer_sizes()]
+    alone = torch.cat([batched_logits(model, x[i:i + 1], [m[i:i + 1] for m in masks]) for i in range(10)])
+    for batch_size in (3, None):
+        torch.testing.assert_close(batched_logits(model, x, masks, batch_size=batch_size), alone,
+                                   rtol=0, atol=1e-6)
+    assert (batched_logits(model, x) - alone).abs().max() > 1e-3      # the masks matter here
+    activations = torch.cat([unit_activations(model, [m[i:i + 1] for m in masks], x[i:i + 1])
+                             for i in range(10)])
+    torch.testing.assert_close(unit_activations(model, masks, x, batch_size=4), activations,
+                               rtol=0, atol=1e-6)
