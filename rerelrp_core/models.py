@@ -44,6 +44,20 @@ class UnitMask(nn.Module):
         return x
 
 
+class MaxPool(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that pools a channels-last copy of its input in CPU passes without gradients
+    (validation, class statistics, evaluation). A maximum is the same in any memory layout, so the
+    outputs are bit for bit those of ``nn.MaxPool2d``; torch's channels-first CPU kernel also works
+    out the indices a backward pass would need and takes as long as the convolution before it.
+    Passes with gradients (training, LRP) pool as ``nn.MaxPool2d`` does: which of two equal
+    maxima takes the gradient is left exactly as it was."""
+
+    def forward(self, x):
+        if torch.is_grad_enabled() or x.device.type != "cpu" or x.dim() != 4:
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 class UnitLayer:
     """One layer of units: its name, its UnitMask, and the modules whose parameters hold one row
     per unit (the Conv2d/Linear and, where present, its BatchNorm)."""
@@ -114,7 +128,7 @@ def small_cnn(input_shape, n_classes, widths=(32, 64), hidden=256):
     layers, unit_layers, c_in = [], [], channels
     for c_out in widths:
         conv, mask = nn.Conv2d(c_in, c_out, 3, padding=1), UnitMask(c_out)
-        layers += [conv, mask, nn.ReLU(), nn.MaxPool2d(2)]
+        layers += [conv, mask, nn.ReLU(), MaxPool(2)]
         unit_layers.append(UnitLayer(f"conv{len(unit_layers) + 1}", mask, [conv]))
         c_in, height, width = c_out, height // 2, width // 2
     if height < 1 or width < 1:
@@ -141,7 +155,7 @@ def vgg11(input_shape, n_classes, hidden=256):
             c_in = module.out_channels
         elif isinstance(module, nn.MaxPool2d):
             if size // 2 >= 2:
-                layers.append(nn.MaxPool2d(2))
+                layers.append(MaxPool(2))
                 size //= 2
         else:
             layers.append(nn.ReLU())

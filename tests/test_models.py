@@ -59,3 +59,17 @@ def test_batched_passes_give_every_row_its_own_subnetwork_across_batches():
                              for i in range(10)])
     torch.testing.assert_close(unit_activations(model, masks, x, batch_size=4), activations,
                                rtol=0, atol=1e-6)
+
+
+def test_max_pooling_without_gradients_gives_torchs_maxima_bit_for_bit():
+    from rerelrp_core.models import MaxPool
+    x = torch.randn(8, 16, 14, 14, generator=torch.Generator().manual_seed(0)).relu()   # many tied zeros
+    x[:, :, :2, :2] = 0.5                                                                # tied maxima
+    with torch.no_grad():
+        assert torch.equal(MaxPool(2)(x), torch.nn.MaxPool2d(2)(x))
+        assert MaxPool(2)(x).is_contiguous()
+    grad_input = x.clone().requires_grad_(True)
+    MaxPool(2)(grad_input).sum().backward()                # with gradients: torch's own pooling
+    reference = x.clone().requires_grad_(True)
+    torch.nn.MaxPool2d(2)(reference).sum().backward()
+    assert torch.equal(grad_input.grad, reference.grad)
