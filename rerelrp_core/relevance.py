@@ -1,8 +1,8 @@
 """Layer-wise Relevance Propagation with zennit: per-unit relevance and input heatmaps, in batches.
 
 The composite is zennit's ``EpsilonPlusFlat`` (Flat on the first layer, z+ on convolutions, epsilon
-on dense layers), with the canonizers the architecture needs; its z+ runs as
-:class:`NonNegativeZPlus`, the same relevance for half the work. While a composite is active, the
+on dense layers), with the canonizers the architecture needs, run as :mod:`~rerelrp_core.lrp_rules`
+runs it (the same relevance with less work). While a composite is active, the
 gradient that reaches a tensor *is* that tensor's relevance, so the relevance of a layer's units is
 the gradient at the layer's UnitMask output, summed over spatial positions. One backward pass per
 batch gives every layer at once (and the input heatmap).
@@ -11,12 +11,9 @@ from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
-from zennit.composites import EpsilonPlusFlat
-from zennit.core import BasicHook, Stabilizer
-from zennit.rules import ClampMod
-from zennit.types import Convolution
 
-from .models import canonizers_for, mask_rows
+from .lrp_rules import composite_for
+from .models import mask_rows
 from .seeding import exact_float32
 
 
@@ -31,33 +28,6 @@ def recording(model):
     finally:
         for layer in model.unit_layers:
             layer.mask.recorded = None
-
-
-class NonNegativeZPlus(BasicHook):
-    """zennit's ``ZPlus`` rule for a layer whose input is never negative.
-
-    ``ZPlus`` runs two branches: the positive inputs through the positive weights, and the negative
-    inputs through the negative weights (bias zeroed). Every convolution after the first one in
-    our architectures reads a ReLU's output (``models.py``; tested for each), so the second branch
-    sees an all-zero input, outputs exact zeros and adds exactly 0 to the denominator and to the
-    relevance. Leaving it out gives bit for bit the same relevance (tested against ``ZPlus``) and
-    saves one convolution and one transposed convolution per layer.
-    """
-
-    def __init__(self, stabilizer=1e-6):
-        stabilise = Stabilizer.ensure(stabilizer)
-        super().__init__(
-            input_modifiers=[lambda input: input.clamp(min=0)],
-            param_modifiers=[ClampMod(min=0.)],
-            output_modifiers=[lambda output: output],
-            gradient_mapper=(lambda out_grad, outputs: [out_grad / stabilise(outputs[0])]),
-            reducer=(lambda inputs, gradients: inputs[0] * gradients[0]),
-        )
-
-
-def composite_for(model):
-    """zennit's EpsilonPlusFlat for ``model``: its canonizers, and z+ as :class:`NonNegativeZPlus`."""
-    return EpsilonPlusFlat(layer_map=[(Convolution, NonNegativeZPlus())], canonizers=canonizers_for(model))
 
 
 @contextmanager

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rerelrp_core import pathways, relevance
+from rerelrp_core import lrp_rules, pathways
 from rerelrp_core.config import TrainConfig
 from rerelrp_core.data import load_dataset, make_tasks
 from rerelrp_core.errors import UserError
@@ -221,7 +221,7 @@ def test_resnet_skip_paths_and_a_missing_canonizer(digits, digits_tasks, monkeyp
     def no_canonizers(model):
         return []
 
-    monkeypatch.setattr(relevance, "canonizers_for", no_canonizers)
+    monkeypatch.setattr(lrp_rules, "canonizers_for", no_canonizers)
     broken = explain_pathway(learner, x, 0, top_units=1)
     assert not broken.health.ok and "canonizer" in broken.health.warning
 
