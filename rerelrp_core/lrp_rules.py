@@ -80,8 +80,9 @@ class Rerouted(Hook):
         return RemovableHandleList([RemovableHandle(self), module.register_forward_hook(self.forward)])
 
     def forward(self, module, input, output):
-        if not (torch.is_grad_enabled() and input and torch.is_tensor(input[0]) and input[0].requires_grad):
-            return None       # no relevance goes down through this layer: its own graph stays
+        wanted = torch.is_grad_enabled() and input and torch.is_tensor(input[0]) and input[0].requires_grad
+        if not (self.active and wanted):
+            return None       # no relevance goes down (or zennit's ``inactive``): the plain graph stays
         return _RuleAsBackward.apply(input[0], output.detach(), self.rule, module)
 
 

@@ -108,3 +108,17 @@ def test_one_branch_zplus_gives_zennits_relevance_bit_for_bit(arch):
     assert torch.equal(fast.logits, reference.logits) and torch.equal(fast.input, reference.input)
     for a, b in zip(fast.units, reference.units):
         assert torch.equal(a, b)
+
+
+def test_an_inactive_composite_gives_the_plain_gradient():
+    """zennit's ``Composite.inactive`` contract holds for the rerouted rules too."""
+    model = build_model("cnn-small", (1, 12, 12), 4, seed=1).eval()
+    x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    rows = torch.tensor([0, 1, 2])
+    plain = relevance_batch(model, model, x, rows, want_input=True)
+    composite = composite_for(model)
+    with composite.context(model) as modified:
+        lrp = relevance_batch(modified, model, x, rows, want_input=True)
+        with composite.inactive():
+            off = relevance_batch(modified, model, x, rows, want_input=True)
+    assert torch.equal(off.input, plain.input) and not torch.equal(lrp.input, plain.input)
