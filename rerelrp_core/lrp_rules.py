@@ -9,7 +9,7 @@ Two changes to how the rules run, none to what they compute:
   backward (a transposed convolution, a matrix product, a ReLU mask), and the hook then throws
   that result away and puts the rule's relevance in its place. Rerouted hands the layer's output on
   through an autograd function whose backward *is* the rule (zennit's own rule object computes
-  it), so the plain backward and the input copies never happen.
+  it), so the plain backward never runs.
 """
 import torch
 from zennit.composites import EpsilonPlusFlat

@@ -8,7 +8,7 @@ subnetwork without copying it, and it is where relevance is read off during LRP.
 
 In every architecture each convolution after the first reads a ReLU's output (directly, or through
 a mask or max-pooling), so its input is never negative; LRP's z+ rule relies on it
-(``relevance.NonNegativeZPlus``) and a test checks it for each architecture.
+(``lrp_rules.NonNegativeZPlus``) and a test checks it for each architecture.
 """
 from contextlib import contextmanager
 
