@@ -27,7 +27,7 @@ class NonNegativeZPlus(BasicHook):
     inputs through the negative weights (bias zeroed). Every convolution after the first one in
     our architectures reads a ReLU's output (``models.py``; tested for each), so the second branch
     sees an all-zero input, outputs exact zeros and adds exactly 0 to the denominator and to the
-    relevance. Leaving it out gives bit for bit the same relevance (tested against ``ZPlus``) and
+    relevance. Leaving it out gives bit for bit the same relevance (tested within the composite) and
     saves one convolution and one transposed convolution per layer.
     """
 

@@ -179,10 +179,15 @@ def grouped_bars(categories, series, title, y_title="accuracy (%)"):
 
 def heat_png(heat, size=84, image=None):
     """A heatmap as a small PNG data URI: the thumbnails drawn inside the pathway graph."""
+    return png_uri(heat_image(heat, size, image))
+
+
+def png_uri(picture):
+    """A Pillow image as a PNG data URI."""
     import base64
     import io
     buffer = io.BytesIO()
-    heat_image(heat, size, image).save(buffer, "PNG")
+    picture.save(buffer, "PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -218,11 +223,7 @@ def heat_image(heat, size=168, image=None):
 
 def grey_png(array, size=84):
     """What the model sees (a (C, H, W) array in [0, 1]) as a PNG data URI."""
-    import base64
-    import io
-    buffer = io.BytesIO()
-    image(array, scale=max(1, size // np.asarray(array).shape[-1])).save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return png_uri(image(array, scale=max(1, size // np.asarray(array).shape[-1])))
 
 
 CLASS_NODE = -2     # customdata layer of an output-class node in the pathway graph
