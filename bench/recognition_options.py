@@ -27,7 +27,13 @@ from common import machine, write_results  # noqa: E402
 FAITHFUL = RECOGNITION_PRESETS["faithful"]
 # class Gaussians (the default) and its settings
 GAUSSIAN = {
-    "gaussian (default: shrink 0.1, power 0.5)": {},
+    "gaussian (default: 4 clusters per class, first grid 3, width 128)": {},
+    "gaussian, session-5 default (1 per class, grid 2, unprojected)": {"components": 1, "first_grid": 2,
+                                                                      "width": 0},
+    "gaussian, 1 per class": {"components": 1},
+    "gaussian, 2 per class": {"components": 2},
+    "gaussian, first grid 2": {"first_grid": 2},
+    "gaussian, unprojected": {"width": 0},
     "gaussian, shrink 0.01": {"shrink": 0.01},
     "gaussian, shrink 0.3": {"shrink": 0.3},
     "gaussian, power 1 (no transform)": {"power": 1.0},

@@ -2,33 +2,58 @@
 
 Subnetwork 0 never changes after task 0, so its unit activations are a feature space that stays the
 same for ever: statistics of task t's classes taken in it when task t ends never go stale, and no
-image has to be kept. After each task, every class of the task keeps the mean of its training
-images' features in that space and their covariance: its ``rank`` leading eigenvectors (float16)
-and eigenvalues plus the variance they leave out per feature, which is positive semi-definite
-however the vectors are rounded. At test time each covariance is normalised to a mean variance of 1
-and shrunk towards the identity (as FeCAM, arXiv 2309.14062, does for a frozen backbone). An input belongs to
-the task of the class it is nearest to in Mahalanobis distance. Task probabilities (shown, never
-used to decide) are a softmax over the tasks of minus each task's nearest-class distance, in units of
-the distance a class's own images have on average (trace(P Σ) of its stored covariance Σ and its
-precision P), so the recognised task is always the most probable one.
+image has to be kept. The space: every unit's activation after its ReLU, conv maps averaged over a
+grid of cells (``first_grid`` for the first conv layer, whose fine detail tells similar classes
+apart, ``grid`` for the others), raised to ``power``, and, when it is wider than ``width``, projected
+onto ``width`` fixed random orthonormal directions (made from a constant seed, so nothing is stored),
+which bounds what a class keeps whatever the size of subnetwork 0.
 
-What a task keeps is constant in the number of tasks: per class one mean, ``rank`` vectors and
-``rank`` + width variances, whatever came before or after.
+After each task, each class of the task is split by k-means into up to ``components`` clusters of
+its training images, and each cluster keeps a Gaussian: its mean, and its covariance as the
+``rank`` leading eigenvectors (int8, one scale per vector) with their eigenvalues plus the variance
+they leave out per feature, which is positive semi-definite however the vectors are rounded. At test
+time each covariance is normalised to a mean variance of 1 and shrunk towards the identity (as
+FeCAM, arXiv 2309.14062, does for a frozen backbone). A class's distance is its nearest cluster's
+Mahalanobis distance, and an input belongs to the task of its nearest class. Task probabilities
+(shown, never used to decide) are a softmax over the tasks of minus each task's nearest-class
+distance, in units of the distance a cluster's own images have on average (trace(P Σ) of its stored
+covariance Σ and its precision P), so the recognised task is always the most probable one.
+
+What a task keeps is constant in the number of tasks: per cluster one mean, ``rank`` vectors and
+scales and ``rank`` + width variances, whatever came before or after (bench/README.md: the choices,
+measured on validation images).
 """
+import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.cluster import KMeans
 
 from .errors import UserError
 from .models import batched_logits, inference_batch, mask_rows
 from .tasks import head_slices, task_of_rows
 
-GRID = 2     # conv activations are averaged over a GRID x GRID grid of the feature map
+PROJECTION_SEED = 0      # the random directions are the same in every run: nothing to store
+MIN_CLUSTER = 20         # training images a cluster needs for a covariance of its own
+
+
+def layer_grids(model, grid=2, first_grid=None):
+    """Per unit layer, the side of the grid its maps are averaged over (None: a dense layer)."""
+    grids, first = [], True
+    for layer in model.unit_layers:
+        if layer.producers and isinstance(layer.producers[0], torch.nn.Conv2d):
+            grids.append(first_grid if first and first_grid else grid)
+            first = False
+        else:
+            grids.append(None)
+    return grids
 
 
 @torch.no_grad()
-def unit_activations(model, masks, x, batch_size=None):
+def unit_activations(model, masks, x, batch_size=None, grids=None):
     """Every unit's activation of ``x`` in the subnetwork ``masks``, all unit layers concatenated:
-    after a ReLU, conv maps averaged over a GRID x GRID grid (GRID² values per channel)."""
+    after a ReLU, conv maps averaged over a g x g grid (g² values per channel; ``grids`` gives g
+    per layer, by default :func:`layer_grids`)."""
+    grids = grids or layer_grids(model)
     device = next(model.parameters()).device
     batch_size = batch_size or inference_batch(device)
     was_training = model.training
@@ -41,7 +66,7 @@ def unit_activations(model, masks, x, batch_size=None):
                 layer.recorded = []
             with model.subnetwork(mask_rows(masks, begin, begin + batch_size, device)):
                 model(x[begin:begin + batch_size].to(device))
-            out.append(torch.cat([_pooled(layer.recorded[0]) for layer in layers], dim=1))
+            out.append(torch.cat([_pooled(layer.recorded[0], g) for layer, g in zip(layers, grids)], dim=1))
     finally:
         for layer in layers:
             layer.recorded = None
@@ -49,40 +74,68 @@ def unit_activations(model, masks, x, batch_size=None):
     return torch.cat(out).double()
 
 
-def _pooled(activation):
+def _pooled(activation, grid):
     activation = activation.relu()
     if activation.dim() == 4:
-        activation = F.adaptive_avg_pool2d(activation, GRID)
+        activation = F.adaptive_avg_pool2d(activation, grid)
     return activation.flatten(1)
 
 
-def space_columns(model, keep):
+def space_columns(model, keep, grids=None):
     """The columns of :func:`unit_activations` that subnetwork ``keep`` (one bool mask per unit
     layer) can make non-zero: the rest are 0 for every input and are left out."""
-    columns = []
-    for layer, kept in zip(model.unit_layers, keep):
-        per_unit = GRID * GRID if layer.producers and isinstance(layer.producers[0], torch.nn.Conv2d) else 1
-        columns.append(kept.bool().cpu().repeat_interleave(per_unit))
-    return torch.cat(columns)
+    grids = grids or layer_grids(model)
+    return torch.cat([kept.bool().cpu().repeat_interleave(g * g if g else 1)
+                      for kept, g in zip(keep, grids)])
+
+
+def projection(width, directions):
+    """(width, directions) orthonormal random directions, the same for every run; None (no
+    projection) when ``directions`` is 0 or the space is not wider."""
+    if not directions or width <= directions:
+        return None
+    draw = torch.Generator().manual_seed(PROJECTION_SEED)
+    return torch.linalg.qr(torch.randn(width, directions, generator=draw, dtype=torch.float64))[0]
+
+
+def clusters(values, most, seed):
+    """Cluster labels of ``values`` (rows): k-means with up to ``most`` clusters, fewer where a
+    cluster would hold under MIN_CLUSTER rows (a class with few images keeps one Gaussian)."""
+    for k in range(min(most, len(values) // MIN_CLUSTER), 1, -1):
+        labels = KMeans(k, n_init=3, random_state=seed).fit_predict(values.float().numpy())
+        if np.bincount(labels, minlength=k).min() >= MIN_CLUSTER:
+            return torch.from_numpy(labels).long()
+    return torch.zeros(len(values), dtype=torch.int64)
+
+
+def quantised(vectors):
+    """int8 vectors and one float32 scale per vector (per last-axis column)."""
+    scales = (vectors.abs().amax(-2) / 127).clamp_min(1e-30)
+    return (vectors / scales.unsqueeze(-2)).round().clamp(-127, 127).to(torch.int8), scales.float()
 
 
 class ClassGaussians:
-    """Per class of every finished task: a mean and a normalised, shrunk covariance of its
-    training images in subnetwork 0's activation space (see the module docstring).
+    """Per class of every finished task: Gaussians (one per cluster) of its training images in
+    subnetwork 0's activation space (see the module docstring).
 
     Parameters
     ----------
-    config: a :class:`~rerelrp_core.recognition.RecognitionConfig` (``shrink``, ``power``).
+    config: a :class:`~rerelrp_core.recognition.RecognitionConfig` (``grid``, ``first_grid``,
+        ``power``, ``width``, ``components``, ``rank``, ``shrink``).
     """
     val_per_class = 0      # recognition uses training images only; validation stays unseen
+    PARTS = ("means", "vectors", "scales", "variances", "classes")
 
     def __init__(self, config):
         self.config = config
-        self.means = []        # per task: (classes, d) float32
-        self.vectors = []      # per task: (classes, d, rank) float16 leading covariance eigenvectors
-        self.variances = []    # per task: (classes, rank + d) float32: eigenvalues, then the residual
+        self.means = []        # per task: (clusters, w) float32
+        self.vectors = []      # per task: (clusters, w, rank) int8 leading covariance eigenvectors
+        self.scales = []       # per task: (clusters, rank) float32: each vector is int8 x its scale
+        self.variances = []    # per task: (clusters, rank + w) float32: eigenvalues, then the residual
+        self.classes = []      # per task: (clusters,) int64: the class (within the task) of each cluster
         self._precisions = None
-        self._typical = None   # the mean distance of a class's own images, over all classes
+        self._typical = None   # the mean distance of a cluster's own images, over all clusters
+        self._space = None     # (columns, projection) of the learner's subnetwork 0, made once
 
     @property
     def n_tasks(self):
@@ -91,51 +144,71 @@ class ClassGaussians:
     def ready(self, n_tasks):
         return n_tasks > 0 and self.n_tasks == n_tasks
 
+    def space(self, learner):
+        """The columns of subnetwork 0's activations that can be non-zero, and the projection."""
+        if self._space is None:
+            grids = layer_grids(learner.model, self.config.grid, self.config.first_grid)
+            columns = space_columns(learner.model, learner.ownership.task_masks[0], grids)
+            self._space = grids, columns, projection(int(columns.sum()), self.config.width)
+        return self._space
+
     def features(self, learner, x):
-        """``x`` in the recognition space: subnetwork 0's activations, power-transformed."""
-        columns = space_columns(learner.model, learner.ownership.task_masks[0])
-        values = unit_activations(learner.model, learner.task_masks(0), x)[:, columns]
-        return values.clamp_min(0) ** self.config.power
+        """``x`` in the recognition space: subnetwork 0's activations, power-transformed and
+        projected."""
+        grids, columns, project = self.space(learner)
+        values = unit_activations(learner.model, learner.task_masks(0), x, grids=grids)[:, columns]
+        values = values.clamp_min(0) ** self.config.power
+        return values if project is None else values @ project
 
     # -- after a task ---------------------------------------------------------------------------
     def learn_task(self, learner, task, x_ref=None):
-        """The class statistics of ``task``'s training images (a forward pass; nothing is kept but
-        the statistics)."""
+        """The cluster statistics of ``task``'s training images (a forward pass; nothing is kept
+        but the statistics)."""
         if self.n_tasks != task.index:
             raise UserError(f"class statistics exist for {self.n_tasks} tasks; cannot add task {task.index}")
         values = self.features(learner, task.x_train)
-        means, vectors, variances = [], [], []
+        parts = {name: [] for name in self.PARTS}
         for c in range(task.n_classes):
             own = values[task.y_train == c]
             if len(own) < 2:
                 raise UserError(f"class {task.class_names[c]!r} of task {task.index} has fewer than 2 "
                                 "training images: no class statistics can be taken")
-            centred = own - own.mean(0)
-            covariance = centred.T @ centred / len(own)
-            eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-            rank = min(self.config.rank, len(covariance))
-            kept, leading = eigenvalues[-rank:].clamp_min(0), eigenvectors[:, -rank:]
-            residual = (covariance.diagonal() - (leading ** 2 * kept).sum(1)).clamp_min(0)
-            means.append(own.mean(0))
-            vectors.append(leading)
-            variances.append(torch.cat([kept, residual]))
-        self.means.append(torch.stack(means).float())
-        self.vectors.append(torch.stack(vectors).half())
-        self.variances.append(torch.stack(variances).float())
+            labels = clusters(own, self.config.components, seed=1000 * task.index + c)
+            for cluster in range(int(labels.max()) + 1):
+                for name, value in zip(self.PARTS, (*self._gaussian(own[labels == cluster]), c)):
+                    parts[name].append(value)
+        self.means.append(torch.stack(parts["means"]).float())
+        self.vectors.append(torch.stack(parts["vectors"]))
+        self.scales.append(torch.stack(parts["scales"]))
+        self.variances.append(torch.stack(parts["variances"]).float())
+        self.classes.append(torch.tensor(parts["classes"], dtype=torch.int64))
         self._precisions = None
 
+    def _gaussian(self, own):
+        """Mean, int8 leading eigenvectors, their scales, and eigenvalues + residual variances."""
+        centred = own - own.mean(0)
+        covariance = centred.T @ centred / len(own)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        rank = min(self.config.rank, len(covariance))
+        kept = eigenvalues[-rank:].clamp_min(0)
+        vectors, scales = quantised(eigenvectors[:, -rank:])
+        leading = vectors.double() * scales.double()
+        residual = (covariance.diagonal() - (leading ** 2 * kept).sum(1)).clamp_min(0)
+        return own.mean(0), vectors, scales, torch.cat([kept, residual])
+
     def precisions(self):
-        """Per task, (classes, d, d) inverse normalised, shrunk covariances (made once, with the
-        typical own-class distance)."""
+        """Per task, (clusters, w, w) inverse normalised, shrunk covariances (made once, with the
+        typical own-cluster distance)."""
         if self._precisions is None:
-            made = [self._precision(v.double(), var.double()) for v, var in zip(self.vectors, self.variances)]
+            made = [self._precision(v.double() * s.double().unsqueeze(1), var.double())
+                    for v, s, var in zip(self.vectors, self.scales, self.variances)]
             # _typical first: another thread sees _precisions set only once both are ready
             self._typical = float(torch.cat([own for _, own in made]).mean())
             self._precisions = [precision for precision, _ in made]
         return self._precisions
 
     def _precision(self, vectors, variances):
-        """The precision of every class and the mean distance of its own images, trace(P Σ)."""
+        """The precision of every cluster and the mean distance of its own images, trace(P Σ)."""
         rank = vectors.shape[-1]
         covariance = (vectors * variances[:, None, :rank]) @ vectors.transpose(1, 2)
         covariance = covariance + torch.diag_embed(variances[:, rank:])
@@ -151,9 +224,14 @@ class ClassGaussians:
         return torch.cat([self.task_distances(values, k) for k in range(self.n_tasks)], dim=1)
 
     def task_distances(self, values, k):
-        """(N, classes of task k) Mahalanobis distance of every row to task k's classes."""
-        centred = values[:, None, :] - self.means[k].double()[None]   # (N, classes, d)
-        return torch.einsum("ncd,cde,nce->nc", centred, self.precisions()[k], centred)
+        """(N, classes of task k) distance of every row to task k's classes: to the nearest of
+        each class's clusters."""
+        centred = values[:, None, :] - self.means[k].double()[None]   # (N, clusters, w)
+        distance = torch.einsum("ncd,cde,nce->nc", centred, self.precisions()[k], centred)
+        n_classes = int(self.classes[k].max()) + 1
+        index = self.classes[k].expand(len(values), -1)
+        return distance.new_full((len(values), n_classes), torch.inf).scatter_reduce(
+            1, index, distance, "amin")
 
     def predict(self, learner, x, want_input=False):
         """Task-agnostic prediction: the nearest class's task, then that task's subnetwork picks the
@@ -196,38 +274,55 @@ class ClassGaussians:
         if k >= self.n_tasks:
             return {}
         return {"class means": _bytes(self.means[k]),
-                "class covariances": _bytes(self.vectors[k]) + _bytes(self.variances[k])}
+                "class covariances": sum(_bytes(getattr(self, name)[k])
+                                         for name in ("vectors", "scales", "variances", "classes"))}
 
     def tensor_state(self):
-        tensors = {}
-        for t, parts in enumerate(zip(self.means, self.vectors, self.variances)):
-            for name, tensor in zip(("means", "vectors", "variances"), parts):
-                tensors[f"gaussians.{name}.t{t}"] = tensor
-        return tensors
+        return {f"gaussians.{name}.t{t}": getattr(self, name)[t]
+                for t in range(self.n_tasks) for name in self.PARTS}
 
     @staticmethod
     def saved_in(tensors, n_tasks):
         return True     # class statistics exist since the first version that could choose them
 
     def load(self, tensors, learner, n_tasks):
-        """The class statistics of ``learner``'s first ``n_tasks`` tasks, checked against the width
-        of the recognition space."""
-        width = int(space_columns(learner.model, learner.ownership.task_masks[0]).sum()) if n_tasks else 0
-        self.means, self.vectors, self.variances, self._precisions, self._typical = [], [], [], None, None
+        """The statistics of ``learner``'s first ``n_tasks`` tasks, checked against the width of the
+        recognition space."""
+        self._precisions, self._typical, self._space = None, None, None
+        for name in self.PARTS:
+            setattr(self, name, [])
+        if not n_tasks:
+            return
+        _, columns, project = self.space(learner)
+        width = int(columns.sum()) if project is None else project.shape[1]
         rank = min(self.config.rank, width)
         for spec in learner.tasks[:n_tasks]:
-            expected = {"means": ((spec.n_classes, width), torch.float32),
-                        "vectors": ((spec.n_classes, width, rank), torch.float16),
-                        "variances": ((spec.n_classes, rank + width), torch.float32)}
-            parts = [tensors.get(f"gaussians.{name}.t{spec.index}") for name in expected]
-            if any(part is None or part.shape != shape or part.dtype != dtype
-                   or not torch.isfinite(part).all() for part, (shape, dtype) in zip(parts, expected.values())
-                   ) or (parts[2] < 0).any():
+            parts = {name: tensors.get(f"gaussians.{name}.t{spec.index}") for name in self.PARTS}
+            if not _valid(parts, spec.n_classes, width, rank):
                 raise UserError(f"the class statistics of task {spec.index} are missing or have the wrong "
                                 "shape")
-            self.means.append(parts[0])
-            self.vectors.append(parts[1])
-            self.variances.append(parts[2])
+            for name, part in parts.items():
+                getattr(self, name).append(part)
+
+
+def _valid(parts, n_classes, width, rank):
+    """Whether a task's stored statistics fit ``n_classes`` classes in a space ``width`` wide."""
+    if any(part is None for part in parts.values()):
+        return False
+    clusters = len(parts["classes"])
+    expected = {"means": ((clusters, width), (torch.float32,)),
+                "vectors": ((clusters, width, rank), (torch.int8, torch.float16)),
+                "scales": ((clusters, rank), (torch.float32,)),
+                "variances": ((clusters, rank + width), (torch.float32,)),
+                "classes": ((clusters,), (torch.int64,))}
+    for name, (shape, dtypes) in expected.items():
+        part = parts[name]
+        if tuple(part.shape) != shape or part.dtype not in dtypes:
+            return False
+        if part.is_floating_point() and not torch.isfinite(part).all():
+            return False
+    return (bool((parts["variances"] >= 0).all())
+            and torch.equal(torch.unique(parts["classes"]), torch.arange(n_classes)))
 
 
 def _bytes(tensor):

@@ -38,9 +38,14 @@ class RecognitionConfig:
     ----------
     kind: ``gaussian`` (class Gaussians) or ``forest`` (the relevance random-forest chain; every
         setting below but ``shrink`` and ``power`` belongs to it).
-    rank: gaussian: leading eigenvectors kept per class covariance (what a class stores grows with it).
-    shrink: gaussian: how far each normalised class covariance is pulled towards the identity.
+    rank: gaussian: leading eigenvectors kept per covariance (what a cluster stores grows with it).
+    shrink: gaussian: how far each normalised covariance is pulled towards the identity.
     power: gaussian: activations are raised to this power first (< 1 evens out heavy tails).
+    grid, first_grid: gaussian: conv maps are averaged over a grid x grid grid of cells (the first
+        conv layer over first_grid x first_grid).
+    width: gaussian: a wider space is projected onto this many fixed random directions (0 = never),
+        which bounds what a cluster stores.
+    components: gaussian: Gaussians (k-means clusters of its training images) per class, at most.
     top_k: features per recogniser: the units with highest mean relevance on the recogniser's own
         task (0 = every unit).
     trees, max_depth, min_samples_leaf: random-forest settings (criterion log_loss, max_features
@@ -66,6 +71,10 @@ class RecognitionConfig:
     rank: int = 32
     shrink: float = 0.1
     power: float = 0.5
+    grid: int = 2
+    first_grid: int = 3
+    width: int = 128
+    components: int = 4
 
 
 def recognition_config(values):
@@ -75,7 +84,8 @@ def recognition_config(values):
     if set(values) - known:
         raise UserError(f"Unknown recognition settings: {', '.join(sorted(set(values) - known))}.")
     config = RecognitionConfig(**values)
-    minimum = {"top_k": 0, "trees": 1, "max_depth": 1, "min_samples_leaf": 1, "val_per_class": 0, "rank": 1}
+    minimum = {"top_k": 0, "trees": 1, "max_depth": 1, "min_samples_leaf": 1, "val_per_class": 0, "rank": 1,
+               "grid": 1, "first_grid": 1, "width": 0, "components": 1}
     for name, low in minimum.items():
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

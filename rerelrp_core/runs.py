@@ -39,7 +39,7 @@ from .task_recognition import TaskRecogniser
 from .tasks import TaskSpec
 
 FORMAT = "rerelrp-run"
-VERSION = 4
+VERSION = 5
 REQUIRED = {"format": str, "version": int, "config": dict, "split": dict, "dataset": str, "class_names": list,
             "input_shape": list, "tasks": list, "history": dict}
 
@@ -276,7 +276,27 @@ def _version3_to_4(state, tensors):
     return state, tensors
 
 
-MIGRATIONS = {1: _version1_to_2, 2: _version2_to_3, 3: _version3_to_4}
+def _version4_to_5(state, tensors):
+    """Version 5: class-Gaussian recognition keeps up to 4 Gaussians per class (k-means clusters),
+    int8 eigenvectors with a scale each, in a finer, projected space. Runs saved before kept one
+    Gaussian per class with float16 vectors (scale 1) in the unprojected 2 x 2 grid space, which
+    their settings now name."""
+    config = state["config"]
+    recognition = config.get("recognition")
+    if config.get("method") == "rerelrp" and isinstance(recognition, dict) \
+            and recognition.get("kind", "gaussian") == "gaussian":
+        state["config"] = {**config, "recognition": {"first_grid": 2, "width": 0, "components": 1,
+                                                     **recognition}}
+        for name in [n for n in tensors if n.startswith("gaussians.vectors.t") and tensors[n].dim() == 3]:
+            t = name.rsplit(".t", 1)[1]
+            clusters, _, rank = tensors[name].shape
+            tensors[f"gaussians.scales.t{t}"] = torch.ones(clusters, rank)
+            tensors[f"gaussians.classes.t{t}"] = torch.arange(clusters)
+    state["version"] = 5
+    return state, tensors
+
+
+MIGRATIONS = {1: _version1_to_2, 2: _version2_to_3, 3: _version3_to_4, 4: _version4_to_5}
 
 
 def _load_snapshots(folder, model, n_tasks):

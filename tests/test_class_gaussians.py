@@ -6,7 +6,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rerelrp_core.class_gaussians import ClassGaussians, space_columns, unit_activations
+from rerelrp_core.class_gaussians import (
+    MIN_CLUSTER,
+    ClassGaussians,
+    clusters,
+    space_columns,
+    unit_activations,
+)
 from rerelrp_core.errors import UserError
 from rerelrp_core.learners import accuracy
 from rerelrp_core.recognition import recognition_config
@@ -24,11 +30,24 @@ def test_default_recognises_by_class_gaussians_and_beats_the_forests(digits_run,
     assert gaussian["avg_acc_tag"][-1] > forest["avg_acc_tag"][-1]
 
 
-def test_distance_is_the_normalised_shrunk_mahalanobis_distance(digits_run, digits_tasks):
-    """With every eigenvector kept, the stored statistics give the textbook distance to the class
-    mean under the class covariance normalised to mean variance 1 and shrunk by ``shrink``."""
+def _textbook_distance(own, x, shrink):
+    """Mahalanobis distance of ``x`` to the mean of ``own`` under its covariance normalised to mean
+    variance 1 and shrunk towards the identity."""
+    covariance = torch.cov(own.T, correction=0)
+    covariance = ((1 - shrink) * covariance / covariance.diagonal().mean()
+                  + shrink * torch.eye(len(covariance), dtype=covariance.dtype))
+    centred = x - own.mean(0)
+    return (centred @ torch.linalg.inv(covariance) * centred).sum(1)
+
+
+@pytest.mark.parametrize("components", [1, 4])
+def test_distance_is_the_nearest_clusters_normalised_shrunk_mahalanobis_distance(digits_run, digits_tasks,
+                                                                                 components):
+    """With every eigenvector kept, the stored statistics give the textbook distance to the nearest
+    of a class's k-means clusters, under each cluster's covariance normalised to mean variance 1 and
+    shrunk by ``shrink`` (within 2 %: the eigenvectors are stored as int8)."""
     learner = copy.copy(digits_run.learner)
-    config = recognition_config({"rank": 10_000, "shrink": 0.2})
+    config = recognition_config({"rank": 10_000, "shrink": 0.2, "components": components})
     learner.recogniser = recogniser = ClassGaussians(config)
     task = digits_tasks[0]
     recogniser.learn_task(learner, task)
@@ -36,12 +55,14 @@ def test_distance_is_the_normalised_shrunk_mahalanobis_distance(digits_run, digi
     x = recogniser.features(learner, digits_tasks[1].x_test[:5])
     for c in range(task.n_classes):
         own = values[task.y_train == c]
-        covariance = torch.cov(own.T, correction=0)
-        covariance = 0.8 * covariance / covariance.diagonal().mean() + 0.2 * torch.eye(len(covariance),
-                                                                                           dtype=covariance.dtype)
-        centred = x - own.mean(0)
-        expected = (centred @ torch.linalg.inv(covariance) * centred).sum(1)
-        torch.testing.assert_close(recogniser.distances(x)[:, c], expected, rtol=2e-3, atol=1e-6)
+        labels = clusters(own, components, seed=c)
+        n_clusters = int(labels.max()) + 1
+        assert (recogniser.classes[0] == c).sum() == n_clusters
+        assert n_clusters == 1 if components == 1 else 1 < n_clusters <= components
+        assert torch.bincount(labels).min() >= MIN_CLUSTER
+        expected = torch.stack([_textbook_distance(own[labels == k], x, 0.2)
+                                for k in range(int(labels.max()) + 1)]).min(0).values
+        torch.testing.assert_close(recogniser.distances(x)[:, c], expected, rtol=2e-2, atol=1e-6)
 
 
 def test_features_are_subnetwork_0_activations_and_leave_the_model_as_it_was(digits_run, digits_tasks):
@@ -73,8 +94,13 @@ def test_state_per_task_is_constant_and_never_changes_after_its_task(digits, dig
             first_tensors, first_parts = kept[k][k]     # as saved right after task k
             assert parts == first_parts
             assert all(torch.equal(a, b) for a, b in zip(tensors, first_tensors))
+    # at most `components` clusters per class, each of a size set by the space's width and the rank
+    recogniser = ClassGaussians(recognition_config({}))
+    means, vectors = kept[-1][0][0][:2]
+    width, rank, components = means.shape[1], vectors.shape[2], recogniser.config.components
+    per_cluster = 4 * width + width * rank + 4 * rank + 4 * (rank + width) + 8
     final = [parts["class means"] + parts["class covariances"] for _, parts in kept[-1]]
-    assert len(set(final)) == 1 and final[0] > 0          # two classes per task: the same bytes
+    assert all(2 * per_cluster <= size <= 2 * components * per_cluster for size in final)
     assert "relevance values" not in kept[-1][-1][1]
 
 

@@ -220,9 +220,10 @@ st.caption("What the deciding units see: the input relevance that flows through 
            "(red = evidence for the class, blue = against).")
 if by_class:
     with st.expander("What decided the task", expanded=True):
-        st.caption("Each class keeps the mean and covariance of its training images' activations in "
-                   "task 0's subnetwork (frozen, so they never go stale; no image is kept). The input goes "
-                   "to the task of the nearest class (Mahalanobis distance, smaller = closer).")
+        st.caption("Each class keeps the means and covariances of up to 4 clusters of its training "
+                   "images' activations in task 0's subnetwork (frozen, so they never go stale; no image "
+                   "is kept). The input goes to the task of the nearest class: the Mahalanobis distance to "
+                   "the class's nearest cluster, smaller = closer.")
         st.dataframe(pd.DataFrame([{"task": rec["task"], "nearest class": rec["class"],
                                     "distance": round(rec["distance"], 3),
                                     "probability": round(rec["probability"], 3)}
