@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from sklearn.cluster import KMeans
 
 from .errors import UserError
-from .models import batched_logits, inference_batch, mask_rows
+from .models import batched_logits, evaluating, inference_batch, mask_rows
 from .tasks import head_slices, task_of_rows
 
 PROJECTION_SEED = 0      # the random directions are the same in every run: nothing to store
@@ -56,21 +56,19 @@ def unit_activations(model, masks, x, batch_size=None, grids=None):
     grids = grids or layer_grids(model)
     device = next(model.parameters()).device
     batch_size = batch_size or inference_batch(device)
-    was_training = model.training
-    model.eval()
     layers = [layer.mask for layer in model.unit_layers]
     out = []
     try:
-        for begin in range(0, len(x), batch_size):
-            for layer in layers:
-                layer.recorded = []
-            with model.subnetwork(mask_rows(masks, begin, begin + batch_size, device)):
-                model(x[begin:begin + batch_size].to(device))
-            out.append(torch.cat([_pooled(layer.recorded[0], g) for layer, g in zip(layers, grids)], dim=1))
+        with evaluating(model):
+            for begin in range(0, len(x), batch_size):
+                for layer in layers:
+                    layer.recorded = []
+                with model.subnetwork(mask_rows(masks, begin, begin + batch_size, device)):
+                    model(x[begin:begin + batch_size].to(device))
+                out.append(torch.cat([_pooled(layer.recorded[0], g) for layer, g in zip(layers, grids)], 1))
     finally:
         for layer in layers:
             layer.recorded = None
-        model.train(was_training)
     return torch.cat(out).double()
 
 
@@ -226,8 +224,8 @@ class ClassGaussians:
     def task_distances(self, values, k):
         """(N, classes of task k) distance of every row to task k's classes: to the nearest of
         each class's clusters."""
-        centred = values[:, None, :] - self.means[k].double()[None]   # (N, clusters, w)
-        distance = torch.einsum("ncd,cde,nce->nc", centred, self.precisions()[k], centred)
+        centred = values[None] - self.means[k].double()[:, None]      # (clusters, N, w)
+        distance = (torch.bmm(centred, self.precisions()[k]) * centred).sum(2).T
         n_classes = int(self.classes[k].max()) + 1
         index = self.classes[k].expand(len(values), -1)
         return distance.new_full((len(values), n_classes), torch.inf).scatter_reduce(

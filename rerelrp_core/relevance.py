@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 
 from .lrp_rules import composite_for
-from .models import mask_rows
+from .models import evaluating, mask_rows
 from .seeding import exact_float32
 
 
@@ -33,14 +33,8 @@ def recording(model):
 @contextmanager
 def lrp_context(model):
     """The model with the LRP composite's hooks attached (removed again on exit)."""
-    composite = composite_for(model)
-    was_training = model.training
-    model.eval()
-    try:
-        with exact_float32(), composite.context(model) as modified:
-            yield modified
-    finally:
-        model.train(was_training)
+    with evaluating(model), exact_float32(), composite_for(model).context(model) as modified:
+        yield modified
 
 
 def normalise(per_layer):
