@@ -218,7 +218,9 @@ def build_model(arch, input_shape, n_classes, seed=0):
     if arch not in ARCHITECTURES:
         raise UserError(f"Unknown model '{arch}'. Choose one of: {', '.join(ARCHITECTURES)}.")
     with seeded(seed):
-        return ARCHITECTURES[arch](tuple(input_shape), n_classes)
+        # eval is the resting mode (training switches to train mode per epoch): inference passes
+        # then need not switch every module
+        return ARCHITECTURES[arch](tuple(input_shape), n_classes).eval()
 
 
 def parameter_count(model):

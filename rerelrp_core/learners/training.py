@@ -42,6 +42,7 @@ def fit_task(learner, task, progress=None, should_stop=None):
                 group["lr"] *= config.lr_decay
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.eval()      # the resting mode: inference passes then need not switch every module
     return best
 
 
