@@ -133,7 +133,7 @@ class ClassGaussians:
         self.classes = []      # per task: (clusters,) int64: the class (within the task) of each cluster
         self._precisions = None
         self._typical = None   # the mean distance of a cluster's own images, over all clusters
-        self._space = None     # (columns, projection) of the learner's subnetwork 0, made once
+        self._space = None     # (grids, columns, projection) of subnetwork 0's space, made once
 
     @property
     def n_tasks(self):
@@ -143,7 +143,8 @@ class ClassGaussians:
         return n_tasks > 0 and self.n_tasks == n_tasks
 
     def space(self, learner):
-        """The columns of subnetwork 0's activations that can be non-zero, and the projection."""
+        """Per layer its grid, the columns of subnetwork 0's activations that can be non-zero, and
+        the projection (None when the space is not wider than ``width``)."""
         if self._space is None:
             grids = layer_grids(learner.model, self.config.grid, self.config.first_grid)
             columns = space_columns(learner.model, learner.ownership.task_masks[0], grids)

@@ -142,6 +142,9 @@ def test_save_and_load_give_the_same_predictions(digits_run, digits_tasks, tmp_p
     ("gaussians.variances.t2", lambda t: -t),
     ("gaussians.means.t0", lambda t: t * float("nan")),
     ("gaussians.vectors.t2", None),
+    ("gaussians.scales.t0", lambda t: t * float("inf")),
+    ("gaussians.classes.t1", lambda t: torch.zeros_like(t)),      # a class without a cluster
+    ("gaussians.classes.t2", None),
 ])
 def test_damaged_statistics_are_refused(digits_run, tmp_path, name, damage):
     save_with_damaged_tensor(digits_run, tmp_path / "run", name, damage)
