@@ -32,6 +32,8 @@ GAUSSIAN = {
                                                                       "width": 0},
     "gaussian, 1 per class": {"components": 1},
     "gaussian, 2 per class": {"components": 2},
+    "gaussian, 5 per class, rank 24": {"components": 5, "rank": 24},
+    "gaussian, 6 per class, rank 20": {"components": 6, "rank": 20},
     "gaussian, first grid 2": {"first_grid": 2},
     "gaussian, unprojected": {"width": 0},
     "gaussian, shrink 0.01": {"shrink": 0.01},
