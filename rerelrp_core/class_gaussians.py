@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
 
+from .compact import CompactSubnetwork
 from .errors import UserError
 from .models import batched_logits, evaluating, inference_batch, mask_rows
 from .tasks import head_slices, task_of_rows
@@ -134,6 +135,8 @@ class ClassGaussians:
         self._precisions = None
         self._typical = None   # the mean distance of a cluster's own images, over all clusters
         self._space = None     # (grids, columns, projection) of subnetwork 0's space, made once
+        self._compact = None   # subnetwork 0 as a network of its own units (False: not possible)
+        self._all = None       # every task's cluster means, precisions and classes, stacked
 
     @property
     def n_tasks(self):
@@ -153,9 +156,16 @@ class ClassGaussians:
 
     def features(self, learner, x):
         """``x`` in the recognition space: subnetwork 0's activations, power-transformed and
-        projected."""
+        projected. Where the architecture allows, subnetwork 0 runs as a network of its own units
+        only (:mod:`~rerelrp_core.compact`), a fraction of a masked pass."""
         grids, columns, project = self.space(learner)
-        values = unit_activations(learner.model, learner.task_masks(0), x, grids=grids)[:, columns]
+        if self._compact is None:
+            self._compact = CompactSubnetwork.of(learner.model, learner.ownership.task_masks[0]) or False
+        if self._compact:
+            values = torch.cat([torch.cat([_pooled(a, g) for a, g in zip(layers, grids)], 1)
+                                for layers in self._compact.batches(x)]).double()
+        else:
+            values = unit_activations(learner.model, learner.task_masks(0), x, grids=grids)[:, columns]
         values = values.clamp_min(0) ** self.config.power
         return values if project is None else values @ project
 
@@ -181,7 +191,7 @@ class ClassGaussians:
         self.scales.append(torch.stack(parts["scales"]))
         self.variances.append(torch.stack(parts["variances"]).float())
         self.classes.append(torch.tensor(parts["classes"], dtype=torch.int64))
-        self._precisions = None
+        self._precisions, self._all = None, None
 
     def _gaussian(self, own):
         """Mean, int8 leading eigenvectors, their scales, and eigenvalues + residual variances."""
@@ -219,18 +229,13 @@ class ClassGaussians:
 
     # -- at test time ---------------------------------------------------------------------------
     def distances(self, values):
-        """(N, classes seen) Mahalanobis distance of every row to every class, in task order."""
-        return torch.cat([self.task_distances(values, k) for k in range(self.n_tasks)], dim=1)
-
-    def task_distances(self, values, k):
-        """(N, classes of task k) distance of every row to task k's classes: to the nearest of
-        each class's clusters."""
-        centred = values[None] - self.means[k].double()[:, None]      # (clusters, N, w)
-        distance = (torch.bmm(centred, self.precisions()[k]) * centred).sum(2).T
-        n_classes = int(self.classes[k].max()) + 1
-        index = self.classes[k].expand(len(values), -1)
-        return distance.new_full((len(values), n_classes), torch.inf).scatter_reduce(
-            1, index, distance, "amin")
+        """(N, classes seen) Mahalanobis distance of every row to every class, in task order (one
+        batched product over the clusters of every task)."""
+        if self._all is None:
+            offsets = torch.tensor([0] + [int(c.max()) + 1 for c in self.classes]).cumsum(0)
+            self._all = (torch.cat(self.means).double(), torch.cat(self.precisions()),
+                         torch.cat([c + offset for c, offset in zip(self.classes, offsets)]))
+        return _nearest_cluster(values, *self._all)
 
     def predict(self, learner, x, want_input=False):
         """Task-agnostic prediction: the nearest class's task, then that task's subnetwork picks the
@@ -287,7 +292,7 @@ class ClassGaussians:
     def load(self, tensors, learner, n_tasks):
         """The statistics of ``learner``'s first ``n_tasks`` tasks, checked against the width of the
         recognition space."""
-        self._precisions, self._typical, self._space = None, None, None
+        self._precisions, self._typical, self._space, self._compact, self._all = None, None, None, None, None
         for name in self.PARTS:
             setattr(self, name, [])
         if not n_tasks:
@@ -302,6 +307,15 @@ class ClassGaussians:
                                 "shape")
             for name, part in parts.items():
                 getattr(self, name).append(part)
+
+
+def _nearest_cluster(values, means, precisions, classes):
+    """(N, classes) distance of every row to each class's nearest cluster (cluster i: ``means[i]``,
+    ``precisions[i]``, of class ``classes[i]``)."""
+    centred = values[None] - means[:, None]                           # (clusters, N, w)
+    distance = (torch.bmm(centred, precisions) * centred).sum(2).T
+    return distance.new_full((len(values), int(classes.max()) + 1), torch.inf).scatter_reduce(
+        1, classes.expand(len(values), -1), distance, "amin")
 
 
 def _valid(parts, n_classes, width, rank):

@@ -3,9 +3,10 @@
 :func:`evaluate_step` scores from scratch and works for every learner. :class:`FrozenEvaluation` does
 the same for ReReLRP with class-Gaussian recognition at a fraction of the cost: subnetwork k and task
 k's head rows never change after task k, and neither does subnetwork 0's feature space, so the logits
-of a test set through subnetwork k and its distances to task k's classes are computed once and
-reused at every later step. After task t only subnetwork t (over every seen test set) and the new
-test set's features are computed. It gives the same metrics as :func:`evaluate_step` (tested).
+of a test set through subnetwork k and its recognition features are computed once and reused at
+every later step (the distances to the classes, a small product, are redone each step with the
+recogniser's own code). After task t only subnetwork t (over every seen test set) and the new test
+set's features are computed. It gives the same metrics as :func:`evaluate_step` (tested).
 """
 import torch
 
@@ -40,7 +41,6 @@ class FrozenEvaluation:
     def __init__(self):
         self.logits = {}        # (test set j, subnetwork k) -> logits over task k's head rows
         self.features = {}      # test set j -> its features in subnetwork 0's space
-        self.distances = {}     # (test set j, task k) -> distances to task k's classes
 
     def __call__(self, learner, tasks):
         recogniser = learner.recogniser
@@ -53,19 +53,15 @@ class FrozenEvaluation:
                     self.logits[(j, k)] = logits[:, spec.rows].cpu()
             if j not in self.features:
                 self.features[j] = recogniser.features(learner, task.x_test)
-            for k in range(len(tasks)):
-                if (j, k) not in self.distances:
-                    self.distances[(j, k)] = recogniser.task_distances(self.features[j], k)
             taw.append(accuracy(self.logits[(j, j)].argmax(1), task.y_test))
-            predicted.append(self._tag_rows(learner, j, len(tasks)))
+            predicted.append(self._tag_rows(learner, j, recogniser.distances(self.features[j]), len(tasks)))
         return _scores(learner, tasks, taw, predicted)
 
-    def _tag_rows(self, learner, j, n_tasks):
-        """Global rows predicted for test set j: the nearest class's task, then that task's
-        subnetwork's best class among its own rows."""
-        distance = torch.cat([self.distances[(j, k)] for k in range(n_tasks)], dim=1)
+    def _tag_rows(self, learner, j, distance, n_tasks):
+        """Global rows predicted for test set j (``distance``: its distances to every class): the
+        nearest class's task, then that task's subnetwork's best class among its own rows."""
         seen = learner.tasks[:n_tasks]
-        recognised = task_of_rows(seen)[distance.argmin(1)]
+        recognised = task_of_rows(seen)[distance[:, :sum(t.n_classes for t in seen)].argmin(1)]
         rows = torch.empty(len(recognised), dtype=torch.int64)
         for k, spec in enumerate(seen):
             mine = recognised == k
