@@ -66,11 +66,17 @@ def unit_activations(model, masks, x, batch_size=None, grids=None):
                     layer.recorded = []
                 with model.subnetwork(mask_rows(masks, begin, begin + batch_size, device)):
                     model(x[begin:begin + batch_size].to(device))
-                out.append(torch.cat([_pooled(layer.recorded[0], g) for layer, g in zip(layers, grids)], 1))
+                out.append(_pooled_layers([layer.recorded[0] for layer in layers], grids))
     finally:
         for layer in layers:
             layer.recorded = None
     return torch.cat(out).double()
+
+
+def _pooled_layers(activations, grids):
+    """One row per input: every layer's activations after a ReLU, conv maps averaged over their
+    layer's grid, concatenated."""
+    return torch.cat([_pooled(activation, grid) for activation, grid in zip(activations, grids)], 1)
 
 
 def _pooled(activation, grid):
@@ -132,11 +138,10 @@ class ClassGaussians:
         self.scales = []       # per task: (clusters, rank) float32: each vector is int8 x its scale
         self.variances = []    # per task: (clusters, rank + w) float32: eigenvalues, then the residual
         self.classes = []      # per task: (clusters,) int64: the class (within the task) of each cluster
-        self._precisions = None
+        self._clusters = None  # every task's clusters stacked: means, precisions, class rows
         self._typical = None   # the mean distance of a cluster's own images, over all clusters
         self._space = None     # (grids, columns, projection) of subnetwork 0's space, made once
         self._compact = None   # subnetwork 0 as a network of its own units (False: not possible)
-        self._all = None       # every task's cluster means, precisions and classes, stacked
 
     @property
     def n_tasks(self):
@@ -162,8 +167,7 @@ class ClassGaussians:
         if self._compact is None:
             self._compact = CompactSubnetwork.of(learner.model, learner.ownership.task_masks[0]) or False
         if self._compact:
-            values = torch.cat([torch.cat([_pooled(a, g) for a, g in zip(layers, grids)], 1)
-                                for layers in self._compact.batches(x)]).double()
+            values = torch.cat([_pooled_layers(batch, grids) for batch in self._compact.batches(x)]).double()
         else:
             values = unit_activations(learner.model, learner.task_masks(0), x, grids=grids)[:, columns]
         values = values.clamp_min(0) ** self.config.power
@@ -191,7 +195,7 @@ class ClassGaussians:
         self.scales.append(torch.stack(parts["scales"]))
         self.variances.append(torch.stack(parts["variances"]).float())
         self.classes.append(torch.tensor(parts["classes"], dtype=torch.int64))
-        self._precisions, self._all = None, None
+        self._clusters = None
 
     def _gaussian(self, own):
         """Mean, int8 leading eigenvectors, their scales, and eigenvalues + residual variances."""
@@ -205,16 +209,19 @@ class ClassGaussians:
         residual = (covariance.diagonal() - (leading ** 2 * kept).sum(1)).clamp_min(0)
         return own.mean(0), vectors, scales, torch.cat([kept, residual])
 
-    def precisions(self):
-        """Per task, (clusters, w, w) inverse normalised, shrunk covariances (made once, with the
+    def stacked_clusters(self):
+        """Every task's clusters stacked: (clusters, w) means, (clusters, w, w) inverse normalised,
+        shrunk covariances and (clusters,) class rows counted over all tasks (made once, with the
         typical own-cluster distance)."""
-        if self._precisions is None:
+        if self._clusters is None:
             made = [self._precision(v.double() * s.double().unsqueeze(1), var.double())
                     for v, s, var in zip(self.vectors, self.scales, self.variances)]
-            # _typical first: another thread sees _precisions set only once both are ready
+            offsets = torch.tensor([0] + [int(c.max()) + 1 for c in self.classes]).cumsum(0)
+            # _typical first: another thread sees _clusters set only once both are ready
             self._typical = float(torch.cat([own for _, own in made]).mean())
-            self._precisions = [precision for precision, _ in made]
-        return self._precisions
+            self._clusters = (torch.cat(self.means).double(), torch.cat([precision for precision, _ in made]),
+                              torch.cat([c + offset for c, offset in zip(self.classes, offsets)]))
+        return self._clusters
 
     def _precision(self, vectors, variances):
         """The precision of every cluster and the mean distance of its own images, trace(P Σ)."""
@@ -231,11 +238,7 @@ class ClassGaussians:
     def distances(self, values):
         """(N, classes seen) Mahalanobis distance of every row to every class, in task order (one
         batched product over the clusters of every task)."""
-        if self._all is None:
-            offsets = torch.tensor([0] + [int(c.max()) + 1 for c in self.classes]).cumsum(0)
-            self._all = (torch.cat(self.means).double(), torch.cat(self.precisions()),
-                         torch.cat([c + offset for c, offset in zip(self.classes, offsets)]))
-        return _nearest_cluster(values, *self._all)
+        return _nearest_cluster(values, *self.stacked_clusters())
 
     def predict(self, learner, x, want_input=False):
         """Task-agnostic prediction: the nearest class's task, then that task's subnetwork picks the
@@ -292,7 +295,7 @@ class ClassGaussians:
     def load(self, tensors, learner, n_tasks):
         """The statistics of ``learner``'s first ``n_tasks`` tasks, checked against the width of the
         recognition space."""
-        self._precisions, self._typical, self._space, self._compact, self._all = None, None, None, None, None
+        self._clusters, self._typical, self._space, self._compact = None, None, None, None
         for name in self.PARTS:
             setattr(self, name, [])
         if not n_tasks:

@@ -8,6 +8,8 @@ Sums over fewer terms may round differently, so activations agree with the maske
 rounding (tested), not bit for bit. Other architectures (residual sums) are not plain stacks:
 :meth:`CompactSubnetwork.of` returns None for them and callers keep the masked pass.
 """
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -15,6 +17,7 @@ from .models import UnitMask, inference_batch
 
 # modules that treat every channel alike and can run on the kept channels as they are
 CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)
+RECORD = "record"        # a step that keeps the running activations (where a UnitMask sat)
 
 
 class CompactSubnetwork:
@@ -22,8 +25,7 @@ class CompactSubnetwork:
     the weights are copied when it is made, so make it only for a frozen subnetwork."""
 
     def __init__(self, steps, device):
-        # ("layer", module) | ("conv" or "linear", weight, bias, module) | ("record",)
-        self.steps = steps
+        self.steps = steps      # callables applied in turn, and RECORD where a unit layer's output is kept
         self.device = device
 
     @classmethod
@@ -39,7 +41,7 @@ class CompactSubnetwork:
         with torch.no_grad():
             for module, following in zip(modules, modules[1:] + [None]):
                 if isinstance(module, UnitMask):
-                    steps.append(("record",))
+                    steps.append(RECORD)
                 elif isinstance(module, (nn.Conv2d, nn.Linear)):
                     if not isinstance(following, UnitMask) or getattr(module, "groups", 1) != 1:
                         return None
@@ -48,11 +50,10 @@ class CompactSubnetwork:
                     if kept_in is not None:
                         weight = weight[:, _input_columns(module, kept_in, channels_in)]
                     bias = None if module.bias is None else module.bias[kept].clone()
-                    steps.append(("conv" if isinstance(module, nn.Conv2d) else "linear",
-                                  weight.contiguous(), bias, module))
+                    steps.append(_sliced(module, weight.contiguous(), bias))
                     kept_in, channels_in = kept, module.weight.shape[0]
                 else:
-                    steps.append(("layer", module))
+                    steps.append(module)
         return cls(steps, next(model.parameters()).device)
 
     @torch.no_grad()
@@ -62,15 +63,10 @@ class CompactSubnetwork:
         recorded = []
         x = x.to(self.device)
         for step in self.steps:
-            if step[0] == "record":
+            if step is RECORD:
                 recorded.append(x)
-            elif step[0] == "conv":
-                _, weight, bias, conv = step
-                x = nn.functional.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
-            elif step[0] == "linear":
-                x = nn.functional.linear(x, step[1], step[2])
             else:
-                x = step[1](x)
+                x = step(x)
         return recorded
 
     def batches(self, x):
@@ -78,6 +74,14 @@ class CompactSubnetwork:
         size = inference_batch(self.device)
         for begin in range(0, len(x), size):
             yield self.activations(x[begin:begin + size])
+
+
+def _sliced(module, weight, bias):
+    """``module``'s computation with its cut-down ``weight`` and ``bias``."""
+    if isinstance(module, nn.Conv2d):
+        return partial(nn.functional.conv2d, weight=weight, bias=bias, stride=module.stride,
+                       padding=module.padding, dilation=module.dilation)
+    return partial(nn.functional.linear, weight=weight, bias=bias)
 
 
 def _input_columns(module, kept_in, channels_in):
