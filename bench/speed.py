@@ -2,7 +2,7 @@
 pass on the same batch, consolidation versus training per task, validation passes of the pruning
 search, and task-agnostic latency (one image) and throughput (a batch) with every subnetwork.
 
-    .venv/bin/python bench/speed.py [--run RUN_FOLDER] [--device cpu|cuda]
+    .venv/bin/python bench/speed.py [--run RUN_FOLDER | --save RUN_FOLDER] [--device cpu|cuda]
 
 Without --run it trains a 5-task ReReLRP run and a fine-tuning run on Split Fashion-MNIST first
 (about 8 minutes on 2 CPU cores) and reports their times: training, consolidation, evaluation, and
@@ -32,7 +32,7 @@ from rerelrp_core.config import TrainConfig  # noqa: E402
 from rerelrp_core.data import SplitConfig, load_dataset, make_tasks  # noqa: E402
 from rerelrp_core.learners import resolve_device  # noqa: E402
 from rerelrp_core.relevance import lrp_context, relevance_batch  # noqa: E402
-from rerelrp_core.runs import load_run  # noqa: E402
+from rerelrp_core.runs import load_run, save_run  # noqa: E402
 from rerelrp_core.sequence import train_sequence  # noqa: E402
 
 from common import machine, write_results  # noqa: E402
@@ -85,6 +85,8 @@ def main():
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--name", help="result file name (default speed-DEVICE)")
+    parser.add_argument("--save", help="also save the ReReLRP run it trains to this folder (to compare "
+                        "its weights and metrics across versions)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     meta = machine(device)
@@ -97,6 +99,8 @@ def main():
         run = train_sequence(dataset, SplitConfig(n_tasks=5), TrainConfig(device=str(device)))
         finetune = train_sequence(dataset, SplitConfig(n_tasks=5),
                                   TrainConfig(method="finetune", device=str(device)))
+        if args.save:
+            save_run(run, args.save)
     learner, model = run.learner, run.model
     tasks = make_tasks(dataset, run.split)
     x = tasks[0].x_test[:args.batch].to(device)
