@@ -79,7 +79,9 @@ def search_pruning(scores, evaluate, reference_accuracy, acc_drop=1.0, max_keep_
     Parameters
     ----------
     scores: per layer, a (units,) tensor of relevance (higher = more important).
-    evaluate: callable(keep masks) -> validation accuracy in percent of that subnetwork.
+    evaluate: callable(keep masks, at_least) -> validation accuracy in percent of that subnetwork;
+        with ``at_least`` (not None) it may stop early and return any value below ``at_least`` once
+        the accuracy cannot reach it (the bisection only needs to know that the level fails).
     reference_accuracy: validation accuracy of the unpruned network, percent.
     acc_drop: allowed drop in accuracy points.
     max_keep_fraction: optional cap on the fraction of all units the task may keep (a remedy for
@@ -95,11 +97,11 @@ def search_pruning(scores, evaluate, reference_accuracy, acc_drop=1.0, max_keep_
     lo_accuracy = reference_accuracy
     if max_keep_fraction is not None:
         lo = min(len(order), max(0, sum(sizes) - int(max_keep_fraction * sum(sizes))))
-        lo_accuracy = evaluate(keep_masks(sizes, order, lo))
+        lo_accuracy = evaluate(keep_masks(sizes, order, lo), None)
         passes += 1
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        accuracy = evaluate(keep_masks(sizes, order, mid))
+        accuracy = evaluate(keep_masks(sizes, order, mid), floor)
         passes += 1
         if accuracy >= floor:
             lo, lo_accuracy = mid, accuracy
@@ -111,6 +113,6 @@ def search_pruning(scores, evaluate, reference_accuracy, acc_drop=1.0, max_keep_
                             max_claim_fraction)
         if any((c != k).any() for c, k in zip(capped, keep)):
             n_pruned = sum(sizes) - int(sum(c.sum() for c in capped))
-            return PruneResult(capped, n_pruned, evaluate(capped), reference_accuracy, passes + 1,
+            return PruneResult(capped, n_pruned, evaluate(capped, None), reference_accuracy, passes + 1,
                                capped=n_pruned - lo)
     return PruneResult(keep, lo, lo_accuracy, reference_accuracy, passes)

@@ -61,13 +61,31 @@ def test_batched_passes_give_every_row_its_own_subnetwork_across_batches():
                                rtol=0, atol=1e-6)
 
 
+def test_unit_mask_without_gradients_zeroes_pruned_units_as_where_does():
+    from rerelrp_core.models import UnitMask
+    x = torch.randn(4, 6, 5, 5, generator=torch.Generator().manual_seed(0))
+    x[:, 1] = float("nan")                              # a pruned unit whose weights went NaN
+    mask = UnitMask(6)
+    mask.mask = torch.tensor([1.0, 0, 1, 0, 0, 1])
+    expected = torch.where(mask.mask.view(1, 6, 1, 1) > 0, x, 0.0)
+    with torch.no_grad():
+        assert torch.equal(mask(x), expected)           # CPU maps: index_fill
+    assert torch.equal(mask(x.requires_grad_(True)).detach(), expected)      # with gradients: where
+
+
 def test_max_pooling_without_gradients_gives_torchs_maxima_bit_for_bit():
     from rerelrp_core.models import MaxPool
     x = torch.randn(8, 16, 14, 14, generator=torch.Generator().manual_seed(0)).relu()   # many tied zeros
     x[:, :, :2, :2] = 0.5                                                                # tied maxima
+    odd = x[:, :, :7, :7].clone()                                                        # 7x7 -> 3x3
+    odd[0, 0, 1, 1] = float("nan")                                                        # NaN wins
     with torch.no_grad():
-        assert torch.equal(MaxPool(2)(x), torch.nn.MaxPool2d(2)(x))
-        assert MaxPool(2)(x).is_contiguous()
+        for inputs in (x, odd):
+            for window in ({"kernel_size": 2}, {"kernel_size": 3, "stride": 2, "padding": 1}):
+                pooled = MaxPool(**window)(inputs)
+                torch.testing.assert_close(pooled, torch.nn.MaxPool2d(**window)(inputs), rtol=0, atol=0,
+                                           equal_nan=True)
+                assert pooled.is_contiguous()
     grad_input = x.clone().requires_grad_(True)
     MaxPool(2)(grad_input).sum().backward()                # with gradients: torch's own pooling
     reference = x.clone().requires_grad_(True)

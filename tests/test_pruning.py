@@ -6,6 +6,7 @@ import torch
 
 from rerelrp_core.errors import UserError
 from rerelrp_core.learners import Cancelled
+from rerelrp_core.models import batched_logits
 from rerelrp_core.pruning import cap_claims, prune_order, search_pruning
 from rerelrp_core.runs import load_run, save_run
 
@@ -15,7 +16,7 @@ def test_bisection_passes_and_rule_on_monotone_curve():
     n_candidates = 60 - 3                                  # one unit per layer is protected
     calls = []
 
-    def evaluate(keep):
+    def evaluate(keep, at_least):
         pruned = 60 - int(sum(k.sum() for k in keep))
         calls.append(pruned)
         return 100.0 - 0.1 * pruned                        # loses 0.1 points per pruned unit
@@ -31,13 +32,13 @@ def test_lowest_relevance_pruned_first_and_one_unit_per_layer_kept():
     scores = [torch.tensor([5.0, 0.1]), torch.tensor([0.2, 0.3, 9.0])]
     order = prune_order(scores)
     assert order == [(0, 1), (1, 0), (1, 1)]               # units 0 of layer 0 and 2 of layer 1 protected
-    result = search_pruning(scores, lambda keep: 100.0, 100.0, acc_drop=0.0)
+    result = search_pruning(scores, lambda keep, at_least: 100.0, 100.0, acc_drop=0.0)
     assert [k.tolist() for k in result.keep] == [[True, False], [False, False, True]]
 
 
 def test_max_keep_fraction_caps_what_a_task_keeps():
     scores = [torch.arange(50.0)]
-    result = search_pruning(scores, lambda keep: 100.0 if keep[0].sum() > 40 else 0.0, 100.0,
+    result = search_pruning(scores, lambda keep, at_least: 100.0 if keep[0].sum() > 40 else 0.0, 100.0,
                             acc_drop=1.0, max_keep_fraction=0.2)
     assert int(result.keep[0].sum()) <= 10
 
@@ -46,8 +47,8 @@ def test_claim_cap_leaves_free_units_and_keeps_what_is_reused():
     scores = [torch.arange(10.0), torch.arange(4.0)]
     free = [torch.tensor([True] * 8 + [False] * 2), torch.tensor([False, True, True, True])]
     # accuracy falls if anything is pruned: without a cap the task would keep every unit
-    result = search_pruning(scores, lambda keep: 100.0 if all(k.all() for k in keep) else 50.0, 100.0,
-                            acc_drop=1.0, free=free, max_claim_fraction=0.5)
+    result = search_pruning(scores, lambda keep, at_least: 100.0 if all(k.all() for k in keep) else 50.0,
+                            100.0, acc_drop=1.0, free=free, max_claim_fraction=0.5)
     layer0, layer1 = result.keep
     assert (layer0 & free[0]).sum() == 4 and layer0[8:].all()        # 4 of 8 free, both reused kept
     assert layer0[4:8].all()                                         # the most relevant new ones
@@ -60,6 +61,40 @@ def test_claim_cap_keeps_one_unit_in_a_layer_it_empties():
     keep = cap_claims([torch.tensor([False, False, True])], [torch.tensor([3.0, 1.0, 2.0])],
                       [torch.tensor([False, False, True])], 0.5)  # floor(0.5 * 1 free) = 0 new units
     assert keep[0].tolist() == [True, False, False]
+
+
+def test_a_validation_pass_stops_once_the_floor_is_out_of_reach(digits_run, digits_tasks, monkeypatch):
+    learner, task = digits_run.learner, digits_tasks[0]
+    monkeypatch.setattr("rerelrp_core.learners.base.inference_batch", lambda device: 16)  # many batches
+    masks = learner.task_masks(task.index)
+    exact = learner.validation_accuracy(task, masks)
+    assert learner.validation_accuracy(task, masks, at_least=exact) == exact      # reaches it: exact
+    assert learner.validation_accuracy(task, masks, at_least=0.0) == exact
+    weak = [torch.zeros_like(m) for m in masks]                                   # every unit pruned
+    weak[-1][0] = 1
+    accuracy = learner.validation_accuracy(task, weak)
+    assert accuracy < exact - 5
+    from rerelrp_core.learners import base
+    batches = []
+    monkeypatch.setattr(base, "batched_logits", lambda *args: batches.append(1) or batched_logits(*args))
+    bound = learner.validation_accuracy(task, weak, at_least=exact)
+    assert accuracy <= bound < exact        # at most the floor, at least the truth
+    assert len(batches) < math.ceil(len(task.y_val) / 16), "the pass did not stop early"
+
+
+def test_the_search_reuses_the_accuracy_training_ended_at(digits_tasks):
+    from rerelrp_core.learners import make_learner
+    from rerelrp_core.models import build_model
+
+    from conftest import small_config
+    config = small_config()
+    learner = make_learner(build_model(config.arch, (1, 8, 8), 6, seed=config.seed), config)
+    task = digits_tasks[0]
+    best = learner.train_task(task)
+    assert learner.trained_accuracy == {0: best}
+    assert learner.validation_accuracy(task) == best          # the model rests at that epoch, exactly
+    learner.consolidate(task)
+    assert learner.prune_log[0]["val_acc_before"] == best and learner.trained_accuracy == {}
 
 
 def test_no_task_takes_every_free_unit(digits_run):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from ..models import batched_logits
+from ..models import batched_logits, inference_batch
 from ..subnetworks import subnetwork_pass
 from .training import fit_task
 
@@ -52,6 +52,12 @@ def preferred_device(name):
 
 def accuracy(predicted, labels):
     return 100.0 * float((predicted.cpu() == labels.cpu()).float().mean()) if len(labels) else 0.0
+
+
+def accuracy_of_count(correct, total):
+    """What :func:`accuracy` gives for ``correct`` right answers out of ``total``, to the last bit
+    (the mean of 0/1 floats depends only on how many are 1), so it bounds a partial count exactly."""
+    return accuracy(torch.arange(total) < correct, torch.ones(total, dtype=torch.bool))
 
 
 class Learner:
@@ -211,9 +217,22 @@ class Learner:
         self.timing["train"] += time.perf_counter() - started
         return best
 
-    def validation_accuracy(self, task, masks=None):
-        logits = batched_logits(self.model, task.x_val, masks)
-        return accuracy(logits[:, task.rows].argmax(1), task.y_val)
+    def validation_accuracy(self, task, masks=None, at_least=None):
+        """Accuracy (percent) on ``task``'s validation images through the subnetwork ``masks`` (per
+        layer (units,); None: all units). With ``at_least`` the pass stops as soon as the accuracy
+        can no longer reach it and returns a value below it: the most the accuracy could still
+        have been. Batches are those of a whole pass, so every prediction is the same to the bit."""
+        n, batch = len(task.y_val), inference_batch(self.device)
+        predicted = []
+        for start in range(0, n, batch):
+            logits = batched_logits(self.model, task.x_val[start:start + batch], masks, batch)
+            predicted.append(logits[:, task.rows].argmax(1).cpu())
+            if at_least is not None and start + batch < n:
+                correct = int((torch.cat(predicted) == task.y_val[:start + batch]).sum())
+                most = accuracy_of_count(correct + n - start - batch, n)
+                if most < at_least:
+                    return most
+        return accuracy(torch.cat(predicted), task.y_val) if n else 0.0
 
     def stored_bytes(self, k):
         """Bytes of state kept for task k beyond the shared backbone."""

@@ -54,11 +54,17 @@ class ReReLRP(Learner):
         # task index -> every unit's relevance on its reference set (all layers, float32); a run
         # resumed from before rankings were kept has them only for the tasks trained since
         self.rankings = {}
+        # task index -> the validation accuracy training ended at: the model rests at that epoch's
+        # weights, so the pruning search's unpruned reference pass would measure it again exactly
+        self.trained_accuracy = {}
 
     def train_task(self, task, progress=None, should_stop=None):
         if self.recogniser is None:       # opened from a run saved before recognition existed
             raise UserError(NO_FEATURES)
-        return super().train_task(task, progress, should_stop)
+        best = super().train_task(task, progress, should_stop)
+        if best >= 0:                     # -1: no epoch was run, the model is not at a measured state
+            self.trained_accuracy[task.index] = best
+        return best
 
     def before_task(self, task):
         if self.config.reinit_free and self.ownership.n_tasks:
@@ -168,16 +174,22 @@ class ReReLRP(Learner):
 
     def _prune(self, task, scores):
         """The pruning search under acc_drop; the kept units become the task's mask."""
-        reference_accuracy = self.validation_accuracy(task)
-        result = search_pruning(scores,
-                                lambda keep: self.validation_accuracy(task, [k.float() for k in keep]),
-                                reference_accuracy, self.config.acc_drop, self.config.max_keep_fraction,
-                                [~f for f in self.ownership.frozen()], self.config.max_claim_fraction)
+        reference_accuracy = self.trained_accuracy.pop(task.index, None)
+        reference_passes = int(reference_accuracy is None)
+        if reference_passes:
+            reference_accuracy = self.validation_accuracy(task)
+
+        def evaluate(keep, at_least):
+            return self.validation_accuracy(task, [k.float() for k in keep], at_least)
+
+        result = search_pruning(scores, evaluate, reference_accuracy, self.config.acc_drop,
+                                self.config.max_keep_fraction, [~f for f in self.ownership.frozen()],
+                                self.config.max_claim_fraction)
         self.ownership.add_task(result.keep)
         self.prune_log.append({"task": task.index, "pruned": result.n_pruned,
                                "kept": int(sum(k.sum() for k in result.keep)),
                                "val_acc_before": result.reference_accuracy, "val_acc_after": result.accuracy,
-                               "passes": result.passes + 1,  # +1: the unpruned reference pass
+                               "passes": result.passes + reference_passes,
                                "capped": result.capped})
         return result
 
