@@ -221,13 +221,15 @@ class Learner:
         """Accuracy (percent) on ``task``'s validation images through the subnetwork ``masks`` (per
         layer (units,); None: all units). With ``at_least`` the pass stops as soon as the accuracy
         can no longer reach it and returns a value below it: the most the accuracy could still
-        have been. Batches are those of a whole pass, so every prediction is the same to the bit."""
+        have been. Batches are those of a whole pass, so every prediction is the same to the bit.
+        Only a CPU stops early: on a GPU the check would make it wait for every batch."""
         n, batch = len(task.y_val), inference_batch(self.device)
+        stop_early = at_least is not None and self.device.type == "cpu"
         predicted = []
         for start in range(0, n, batch):
             logits = batched_logits(self.model, task.x_val[start:start + batch], masks, batch)
-            predicted.append(logits[:, task.rows].argmax(1).cpu())
-            if at_least is not None and start + batch < n:
+            predicted.append(logits[:, task.rows].argmax(1))
+            if stop_early and start + batch < n:
                 correct = int((torch.cat(predicted) == task.y_val[:start + batch]).sum())
                 most = accuracy_of_count(correct + n - start - batch, n)
                 if most < at_least:
