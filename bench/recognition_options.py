@@ -34,6 +34,10 @@ GAUSSIAN = {
     "gaussian, 2 per class": {"components": 2},
     "gaussian, 5 per class, rank 24": {"components": 5, "rank": 24},
     "gaussian, 6 per class, rank 20": {"components": 6, "rank": 20},
+    # wider projections at a lower rank, in about the same bytes per task (46-48 kB)
+    "gaussian, width 144, rank 28": {"width": 144, "rank": 28},
+    "gaussian, width 160, rank 24": {"width": 160, "rank": 24},
+    "gaussian, width 192, rank 20": {"width": 192, "rank": 20},
     "gaussian, first grid 2": {"first_grid": 2},
     "gaussian, unprojected": {"width": 0},
     "gaussian, shrink 0.01": {"shrink": 0.01},
