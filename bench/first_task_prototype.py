@@ -1,0 +1,100 @@
+"""Prototype, not an engine setting (#13): task 0 pruned with its own acc_drop, and the cluster's
+volume added to the class-Gaussian distance. Reproduces the session-8 exploration in bench/README.md.
+
+Subnetwork 0 is the recogniser's feature extractor; pruning task 0 less leaves it more units. The
+volume term adds ``volume * s * logdet`` to the distance to each cluster, where ``s`` is the
+cluster's mean variance and ``logdet`` the log-determinant of its normalised, shrunk covariance
+(the shape part of a Gaussian's log-likelihood, in the distance's units). Trains a Split
+Fashion-MNIST run per seed (task 0 with ``--first-acc-drop``, every other task as default), saves it,
+and prints validation and test TAg with the default distance and with the volume term.
+
+    .venv/bin/python bench/first_task_prototype.py --first-acc-drop 0 --seeds 0 1 2 --out runs/
+"""
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import rerelrp_core  # noqa: E402,F401
+from rerelrp_core.config import TrainConfig  # noqa: E402
+from rerelrp_core.data import SplitConfig, load_dataset, make_tasks  # noqa: E402
+from rerelrp_core.learners import accuracy  # noqa: E402
+from rerelrp_core.learners.rerelrp import ReReLRP  # noqa: E402
+from rerelrp_core.runs import save_run  # noqa: E402
+from rerelrp_core.sequence import train_sequence  # noqa: E402
+
+
+def first_task_acc_drop(acc_drop):
+    """ReReLRP.consolidate with ``acc_drop`` for task 0 only (a prototype: patched, not configured)."""
+    consolidate = ReReLRP.consolidate
+
+    def patched(self, task, progress=None):
+        config = self.config
+        self.config = replace(config, acc_drop=acc_drop) if task.index == 0 else config
+        try:
+            return consolidate(self, task, progress)
+        finally:
+            self.config = config
+    ReReLRP.consolidate = patched
+
+
+def cluster_volumes(recogniser):
+    """Per cluster (every task's, in stacked order): s * logdet of its normalised, shrunk covariance."""
+    volumes = []
+    for vectors, scales, variances in zip(recogniser.vectors, recogniser.scales, recogniser.variances):
+        vectors, variances = vectors.double() * scales.double().unsqueeze(1), variances.double()
+        rank = vectors.shape[-1]
+        covariance = (vectors * variances[:, None, :rank]) @ vectors.transpose(1, 2)
+        covariance = covariance + torch.diag_embed(variances[:, rank:])
+        s = torch.diagonal(covariance, dim1=1, dim2=2).mean(1).clamp_min(1e-12)
+        shrink = recogniser.config.shrink
+        shrunk = (1 - shrink) * covariance / s[:, None, None] + shrink * torch.eye(covariance.shape[-1])
+        volumes.append(s * torch.linalg.slogdet(shrunk)[1])
+    return torch.cat(volumes)
+
+
+def tag(learner, tasks, part, volume):
+    """Mean TAg over tasks on ``part`` (val or test): the nearest class's task by the distance plus
+    ``volume`` times each cluster's volume, then that task's subnetwork picks the class."""
+    recogniser = learner.recogniser
+    means, precisions, classes = recogniser.stacked_clusters()
+    extra = volume * cluster_volumes(recogniser)
+    scores = []
+    for task in tasks:
+        x, y = getattr(task, f"x_{part}"), getattr(task, f"y_{part}")
+        centred = recogniser.features(learner, x)[None] - means[:, None]
+        distance = (torch.bmm(centred, precisions) * centred).sum(2).T + extra
+        nearest = distance.new_full((len(x), int(classes.max()) + 1), torch.inf).scatter_reduce(
+            1, classes.expand(len(x), -1), distance, "amin")
+        owner = torch.cat([torch.full((t.n_classes,), t.index) for t in tasks])
+        predicted = recogniser.within_task(learner, x, owner[nearest.argmin(1)])
+        scores.append(accuracy(predicted, y + task.offset))
+    return sum(scores) / len(scores)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--first-acc-drop", type=float, default=0.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--volume", type=float, default=0.03)
+    parser.add_argument("--out", default="runs", help="folder for the trained runs")
+    args = parser.parse_args()
+    first_task_acc_drop(args.first_acc_drop)
+    dataset = load_dataset("fashion-mnist")
+    for seed in args.seeds:
+        run = train_sequence(dataset, SplitConfig(n_tasks=5, seed=seed), TrainConfig(seed=seed),
+                             evaluate_on="validation")
+        save_run(run, Path(args.out) / f"first-acc-drop-{args.first_acc_drop}-seed{seed}")
+        tasks = make_tasks(dataset, run.split)
+        kept = [entry["kept"] for entry in run.learner.prune_log]
+        figures = {f"{part} TAg, volume {v}": round(tag(run.learner, tasks, part, v), 2)
+                   for part in ("val", "test") for v in (0.0, args.volume)}
+        print(f"seed {seed}: kept per task {kept}, {figures}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
