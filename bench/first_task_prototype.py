@@ -4,9 +4,10 @@ volume added to the class-Gaussian distance. Reproduces the session-8 exploratio
 Subnetwork 0 is the recogniser's feature extractor; pruning task 0 less leaves it more units. The
 volume term adds ``volume * s * logdet`` to the distance to each cluster, where ``s`` is the
 cluster's mean variance and ``logdet`` the log-determinant of its normalised, shrunk covariance
-(the shape part of a Gaussian's log-likelihood, in the distance's units). Trains a Split
-Fashion-MNIST run per seed (task 0 with ``--first-acc-drop``, every other task as default), saves it,
-and prints validation and test TAg with the default distance and with the volume term.
+(the shape part of a Gaussian's log-likelihood, in the distance's units). Trains a run per seed
+(Split Fashion-MNIST unless ``--dataset`` says otherwise; task 0 with ``--first-acc-drop``, every
+other task as default), saves it, and prints validation and test TAg with the default distance and
+with the volume term.
 
     .venv/bin/python bench/first_task_prototype.py --first-acc-drop 0 --seeds 0 1 2 --out runs/
 """
@@ -78,17 +79,18 @@ def tag(learner, tasks, part, volume):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--first-acc-drop", type=float, default=0.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--volume", type=float, default=0.03)
     parser.add_argument("--out", default="runs", help="folder for the trained runs")
     args = parser.parse_args()
     first_task_acc_drop(args.first_acc_drop)
-    dataset = load_dataset("fashion-mnist")
+    dataset = load_dataset(args.dataset)
     for seed in args.seeds:
         run = train_sequence(dataset, SplitConfig(n_tasks=5, seed=seed), TrainConfig(seed=seed),
                              evaluate_on="validation")
-        save_run(run, Path(args.out) / f"first-acc-drop-{args.first_acc_drop}-seed{seed}")
+        save_run(run, Path(args.out) / f"{args.dataset}-first-acc-drop-{args.first_acc_drop}-seed{seed}")
         tasks = make_tasks(dataset, run.split)
         kept = [entry["kept"] for entry in run.learner.prune_log]
         figures = {f"{part} TAg, volume {v}": round(tag(run.learner, tasks, part, v), 2)
