@@ -27,6 +27,7 @@ from rerelrp_core.learners import accuracy  # noqa: E402
 from rerelrp_core.learners.rerelrp import ReReLRP  # noqa: E402
 from rerelrp_core.runs import save_run  # noqa: E402
 from rerelrp_core.sequence import train_sequence  # noqa: E402
+from rerelrp_core.tasks import task_of_rows  # noqa: E402
 
 
 def first_task_acc_drop(acc_drop):
@@ -45,17 +46,7 @@ def first_task_acc_drop(acc_drop):
 
 def cluster_volumes(recogniser):
     """Per cluster (every task's, in stacked order): s * logdet of its normalised, shrunk covariance."""
-    volumes = []
-    for vectors, scales, variances in zip(recogniser.vectors, recogniser.scales, recogniser.variances):
-        vectors, variances = vectors.double() * scales.double().unsqueeze(1), variances.double()
-        rank = vectors.shape[-1]
-        covariance = (vectors * variances[:, None, :rank]) @ vectors.transpose(1, 2)
-        covariance = covariance + torch.diag_embed(variances[:, rank:])
-        s = torch.diagonal(covariance, dim1=1, dim2=2).mean(1).clamp_min(1e-12)
-        shrink = recogniser.config.shrink
-        shrunk = (1 - shrink) * covariance / s[:, None, None] + shrink * torch.eye(covariance.shape[-1])
-        volumes.append(s * torch.linalg.slogdet(shrunk)[1])
-    return torch.cat(volumes)
+    return torch.cat([s * torch.linalg.slogdet(shrunk)[1] for _, s, shrunk in recogniser.covariances()])
 
 
 def tag(learner, tasks, part, volume):
@@ -71,8 +62,7 @@ def tag(learner, tasks, part, volume):
         distance = (torch.bmm(centred, precisions) * centred).sum(2).T + extra
         nearest = distance.new_full((len(x), int(classes.max()) + 1), torch.inf).scatter_reduce(
             1, classes.expand(len(x), -1), distance, "amin")
-        owner = torch.cat([torch.full((t.n_classes,), t.index) for t in tasks])
-        predicted = recogniser.within_task(learner, x, owner[nearest.argmin(1)])
+        predicted = recogniser.within_task(learner, x, task_of_rows(learner.tasks)[nearest.argmin(1)])
         scores.append(accuracy(predicted, y + task.offset))
     return sum(scores) / len(scores)
 

@@ -214,8 +214,7 @@ class ClassGaussians:
         shrunk covariances and (clusters,) class rows counted over all tasks (made once, with the
         typical own-cluster distance)."""
         if self._clusters is None:
-            made = [self._precision(v.double() * s.double().unsqueeze(1), var.double())
-                    for v, s, var in zip(self.vectors, self.scales, self.variances)]
+            made = [self._precision(covariance, shrunk) for covariance, _, shrunk in self.covariances()]
             offsets = torch.tensor([0] + [int(c.max()) + 1 for c in self.classes]).cumsum(0)
             # _typical first: another thread sees _clusters set only once both are ready
             self._typical = float(torch.cat([own for _, own in made]).mean())
@@ -223,14 +222,22 @@ class ClassGaussians:
                               torch.cat([c + offset for c, offset in zip(self.classes, offsets)]))
         return self._clusters
 
-    def _precision(self, vectors, variances):
+    def covariances(self):
+        """Per task, its clusters' stored covariances Σ (clusters, w, w), their mean variances s
+        (clusters,) and the normalised, shrunk covariances (1 - shrink) Σ / s + shrink I, in float64."""
+        for vectors, scales, variances in zip(self.vectors, self.scales, self.variances):
+            vectors, variances = vectors.double() * scales.double().unsqueeze(1), variances.double()
+            rank = vectors.shape[-1]
+            covariance = (vectors * variances[:, None, :rank]) @ vectors.transpose(1, 2)
+            covariance = covariance + torch.diag_embed(variances[:, rank:])
+            scale = torch.diagonal(covariance, dim1=1, dim2=2).mean(1).clamp_min(1e-12)
+            eye = torch.eye(covariance.shape[-1], dtype=covariance.dtype)
+            yield covariance, scale, (1 - self.config.shrink) * covariance / scale[:, None, None] \
+                + self.config.shrink * eye
+
+    @staticmethod
+    def _precision(covariance, shrunk):
         """The precision of every cluster and the mean distance of its own images, trace(P Σ)."""
-        rank = vectors.shape[-1]
-        covariance = (vectors * variances[:, None, :rank]) @ vectors.transpose(1, 2)
-        covariance = covariance + torch.diag_embed(variances[:, rank:])
-        scale = torch.diagonal(covariance, dim1=1, dim2=2).mean(1).clamp_min(1e-12)
-        eye = torch.eye(covariance.shape[-1], dtype=covariance.dtype)
-        shrunk = (1 - self.config.shrink) * covariance / scale[:, None, None] + self.config.shrink * eye
         precision = torch.cholesky_inverse(torch.linalg.cholesky(shrunk))
         return precision, torch.einsum("cde,ced->c", precision, covariance)
 

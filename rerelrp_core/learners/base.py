@@ -225,12 +225,12 @@ class Learner:
         Only a CPU stops early: on a GPU the check would make it wait for every batch."""
         n, batch = len(task.y_val), inference_batch(self.device)
         stop_early = at_least is not None and self.device.type == "cpu"
-        predicted = []
+        predicted, correct = [], 0
         for start in range(0, n, batch):
             logits = batched_logits(self.model, task.x_val[start:start + batch], masks, batch)
             predicted.append(logits[:, task.rows].argmax(1))
             if stop_early and start + batch < n:
-                correct = int((torch.cat(predicted) == task.y_val[:start + batch]).sum())
+                correct += int((predicted[-1] == task.y_val[start:start + batch]).sum())
                 most = accuracy_of_count(correct + n - start - batch, n)
                 if most < at_least:
                     return most
