@@ -70,6 +70,7 @@ def tag(learner, tasks, part, volume):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--acc-drop", type=float, default=None, help="every task's (default: the engine's)")
     parser.add_argument("--first-acc-drop", type=float, default=0.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--volume", type=float, default=0.03)
@@ -78,9 +79,9 @@ def main():
     first_task_acc_drop(args.first_acc_drop)
     dataset = load_dataset(args.dataset)
     for seed in args.seeds:
-        run = train_sequence(dataset, SplitConfig(n_tasks=5, seed=seed), TrainConfig(seed=seed),
-                             evaluate_on="validation")
-        save_run(run, Path(args.out) / f"{args.dataset}-first-acc-drop-{args.first_acc_drop}-seed{seed}")
+        config = TrainConfig(seed=seed, **({} if args.acc_drop is None else {"acc_drop": args.acc_drop}))
+        run = train_sequence(dataset, SplitConfig(n_tasks=5, seed=seed), config, evaluate_on="validation")
+        save_run(run, Path(args.out) / f"{args.dataset}-acc-drop-{config.acc_drop}-first-{args.first_acc_drop}-seed{seed}")
         tasks = make_tasks(dataset, run.split)
         kept = [entry["kept"] for entry in run.learner.prune_log]
         figures = {f"{part} TAg, volume {v}": round(tag(run.learner, tasks, part, v), 2)
