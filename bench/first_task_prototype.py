@@ -81,7 +81,8 @@ def main():
     for seed in args.seeds:
         config = TrainConfig(seed=seed, **({} if args.acc_drop is None else {"acc_drop": args.acc_drop}))
         run = train_sequence(dataset, SplitConfig(n_tasks=5, seed=seed), config, evaluate_on="validation")
-        save_run(run, Path(args.out) / f"{args.dataset}-acc-drop-{config.acc_drop}-first-{args.first_acc_drop}-seed{seed}")
+        name = f"{args.dataset}-acc-drop-{config.acc_drop}-first-{args.first_acc_drop}-seed{seed}"
+        save_run(run, Path(args.out) / name)
         tasks = make_tasks(dataset, run.split)
         kept = [entry["kept"] for entry in run.learner.prune_log]
         figures = {f"{part} TAg, volume {v}": round(tag(run.learner, tasks, part, v), 2)
