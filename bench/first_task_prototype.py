@@ -1,13 +1,14 @@
 """Prototype, not an engine setting (#13): task 0 pruned with its own acc_drop, and the cluster's
-volume added to the class-Gaussian distance. Reproduces the session-8 exploration in bench/README.md.
+volume added to the class-Gaussian distance. Reproduces the session-8 and session-10 explorations in
+bench/README.md.
 
 Subnetwork 0 is the recogniser's feature extractor; pruning task 0 less leaves it more units. The
 volume term adds ``volume * s * logdet`` to the distance to each cluster, where ``s`` is the
 cluster's mean variance and ``logdet`` the log-determinant of its normalised, shrunk covariance
 (the shape part of a Gaussian's log-likelihood, in the distance's units). Trains a run per seed
 (Split Fashion-MNIST unless ``--dataset`` says otherwise; task 0 with ``--first-acc-drop``, every
-other task as default), saves it, and prints validation and test TAg with the default distance and
-with the volume term.
+other task with ``--acc-drop``, by default the engine's), saves it, and prints validation and test
+TAg with the default distance and with the volume term.
 
     .venv/bin/python bench/first_task_prototype.py --first-acc-drop 0 --seeds 0 1 2 --out runs/
 """
@@ -70,7 +71,7 @@ def tag(learner, tasks, part, volume):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--acc-drop", type=float, default=None, help="every task's (default: the engine's)")
+    parser.add_argument("--acc-drop", type=float, default=TrainConfig.acc_drop, help="every other task's")
     parser.add_argument("--first-acc-drop", type=float, default=0.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--volume", type=float, default=0.03)
@@ -79,7 +80,7 @@ def main():
     first_task_acc_drop(args.first_acc_drop)
     dataset = load_dataset(args.dataset)
     for seed in args.seeds:
-        config = TrainConfig(seed=seed, **({} if args.acc_drop is None else {"acc_drop": args.acc_drop}))
+        config = TrainConfig(seed=seed, acc_drop=args.acc_drop)
         run = train_sequence(dataset, SplitConfig(n_tasks=5, seed=seed), config, evaluate_on="validation")
         name = f"{args.dataset}-acc-drop-{config.acc_drop}-first-{args.first_acc_drop}-seed{seed}"
         save_run(run, Path(args.out) / name)
