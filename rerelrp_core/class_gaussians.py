@@ -13,8 +13,11 @@ its training images, and each cluster keeps a Gaussian: its mean, and its covari
 ``rank`` leading eigenvectors (int8, one scale per vector) with their eigenvalues plus the variance
 they leave out per feature, which is positive semi-definite however the vectors are rounded. At test
 time each covariance is normalised to a mean variance of 1 and shrunk towards the identity (as
-FeCAM, arXiv 2309.14062, does for a frozen backbone). A class's distance is its nearest cluster's
-Mahalanobis distance, and an input belongs to the task of its nearest class. Task probabilities
+FeCAM, arXiv 2309.14062, does for a frozen backbone). The distance to a cluster is the Mahalanobis
+distance in that metric plus ``volume`` times the cluster's log-volume (s · log det of its normalised,
+shrunk covariance, s its mean variance: the shape part of a Gaussian's log-likelihood, so a tight
+cluster is not outbid by a broad one it overlaps). A class's distance is its nearest cluster's, and
+an input belongs to the task of its nearest class. Task probabilities
 (shown, never used to decide) are a softmax over the tasks of minus each task's nearest-class
 distance, in units of the distance a cluster's own images have on average (trace(P Σ) of its stored
 covariance Σ and its precision P), so the recognised task is always the most probable one.
@@ -31,6 +34,7 @@ from sklearn.cluster import KMeans
 from .compact import CompactSubnetwork
 from .errors import UserError
 from .models import batched_logits, evaluating, inference_batch, mask_rows
+from .relevance import recording
 from .tasks import head_slices, task_of_rows
 
 PROJECTION_SEED = 0      # the random directions are the same in every run: nothing to store
@@ -57,19 +61,13 @@ def unit_activations(model, masks, x, batch_size=None, grids=None):
     grids = grids or layer_grids(model)
     device = next(model.parameters()).device
     batch_size = batch_size or inference_batch(device)
-    layers = [layer.mask for layer in model.unit_layers]
     out = []
-    try:
-        with evaluating(model):
-            for begin in range(0, len(x), batch_size):
-                for layer in layers:
-                    layer.recorded = []
-                with model.subnetwork(mask_rows(masks, begin, begin + batch_size, device)):
-                    model(x[begin:begin + batch_size].to(device))
-                out.append(_pooled_layers([layer.recorded[0] for layer in layers], grids))
-    finally:
-        for layer in layers:
-            layer.recorded = None
+    with evaluating(model), recording(model) as records:
+        for begin in range(0, len(x), batch_size):
+            records.clear()     # one forward's outputs, in unit-layer order
+            with model.subnetwork(mask_rows(masks, begin, begin + batch_size, device)):
+                model(x[begin:begin + batch_size].to(device))
+            out.append(_pooled_layers(records, grids))
     return torch.cat(out).double()
 
 
@@ -126,7 +124,7 @@ class ClassGaussians:
     Parameters
     ----------
     config: a :class:`~rerelrp_core.recognition.RecognitionConfig` (``grid``, ``first_grid``,
-        ``power``, ``width``, ``components``, ``rank``, ``shrink``).
+        ``power``, ``width``, ``components``, ``rank``, ``shrink``, ``volume``).
     """
     val_per_class = 0      # recognition uses training images only; validation stays unseen
     PARTS = ("means", "vectors", "scales", "variances", "classes")
@@ -138,7 +136,7 @@ class ClassGaussians:
         self.scales = []       # per task: (clusters, rank) float32: each vector is int8 x its scale
         self.variances = []    # per task: (clusters, rank + w) float32: eigenvalues, then the residual
         self.classes = []      # per task: (clusters,) int64: the class (within the task) of each cluster
-        self._clusters = None  # every task's clusters stacked: means, precisions, class rows
+        self._clusters = None  # every task's clusters stacked: means, precisions, class rows, volumes
         self._typical = None   # the mean distance of a cluster's own images, over all clusters
         self._space = None     # (grids, columns, projection) of subnetwork 0's space, made once
         self._compact = None   # subnetwork 0 as a network of its own units (False: not possible)
@@ -211,15 +209,19 @@ class ClassGaussians:
 
     def stacked_clusters(self):
         """Every task's clusters stacked: (clusters, w) means, (clusters, w, w) inverse normalised,
-        shrunk covariances and (clusters,) class rows counted over all tasks (made once, with the
-        typical own-cluster distance)."""
+        shrunk covariances, (clusters,) class rows counted over all tasks and (clusters,) volume terms
+        added to the distances (made once, with the typical own-cluster distance)."""
         if self._clusters is None:
-            made = [self._precision(covariance, shrunk) for covariance, _, shrunk in self.covariances()]
+            covariances = list(self.covariances())
+            made = [self._precision(covariance, shrunk) for covariance, _, shrunk in covariances]
+            volumes = [self.config.volume * scale * torch.linalg.slogdet(shrunk)[1]
+                       for _, scale, shrunk in covariances]
             offsets = torch.tensor([0] + [int(c.max()) + 1 for c in self.classes]).cumsum(0)
             # _typical first: another thread sees _clusters set only once both are ready
             self._typical = float(torch.cat([own for _, own in made]).mean())
             self._clusters = (torch.cat(self.means).double(), torch.cat([precision for precision, _ in made]),
-                              torch.cat([c + offset for c, offset in zip(self.classes, offsets)]))
+                              torch.cat([c + offset for c, offset in zip(self.classes, offsets)]),
+                              torch.cat(volumes))
         return self._clusters
 
     def covariances(self):
@@ -243,8 +245,8 @@ class ClassGaussians:
 
     # -- at test time ---------------------------------------------------------------------------
     def distances(self, values):
-        """(N, classes seen) Mahalanobis distance of every row to every class, in task order (one
-        batched product over the clusters of every task)."""
+        """(N, classes seen) distance of every row to every class (Mahalanobis plus the volume term),
+        in task order (one batched product over the clusters of every task)."""
         return _nearest_cluster(values, *self.stacked_clusters())
 
     def predict(self, learner, x, want_input=False):
@@ -319,11 +321,11 @@ class ClassGaussians:
                 getattr(self, name).append(part)
 
 
-def _nearest_cluster(values, means, precisions, classes):
+def _nearest_cluster(values, means, precisions, classes, volumes):
     """(N, classes) distance of every row to each class's nearest cluster (cluster i: ``means[i]``,
-    ``precisions[i]``, of class ``classes[i]``)."""
+    ``precisions[i]``, of class ``classes[i]``, ``volumes[i]`` added)."""
     centred = values[None] - means[:, None]                           # (clusters, N, w)
-    distance = (torch.bmm(centred, precisions) * centred).sum(2).T
+    distance = (torch.bmm(centred, precisions) * centred).sum(2).T + volumes
     return distance.new_full((len(values), int(classes.max()) + 1), torch.inf).scatter_reduce(
         1, classes.expand(len(values), -1), distance, "amin")
 

@@ -47,8 +47,9 @@ def build_parser():
     train.add_argument("--epochs", type=int, default=defaults.epochs)
     train.add_argument("--lr", type=float, default=defaults.lr)
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--acc-drop", type=float, default=defaults.acc_drop,
-                       help="accuracy points pruning may cost")
+    train.add_argument("--acc-drop", type=float,
+                       help="accuracy points pruning may cost (default 0.25; 1, the paper's, with "
+                            "--recognition faithful or forest)")
     train.add_argument("--ref-per-class", type=int, default=defaults.ref_per_class)
     train.add_argument("--loss-scope", default=defaults.loss_scope, choices=["task", "seen"])
     train.add_argument("--max-keep-fraction", type=float, help="cap on the share of units one task may keep")

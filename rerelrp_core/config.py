@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import UserError
-from .recognition import RECOGNITION_PRESETS, recognition_config
+from .recognition import ACC_DROP, RECOGNITION_PRESETS, recognition_config
 
 
 def _number(value, integer):
@@ -89,7 +89,9 @@ class TrainConfig:
         by ``lr_decay``; after ``max_decays`` such decays training stops.
     loss_scope: ``task`` (cross-entropy over the current task's head rows) or ``seen`` (over all
         classes seen so far).
-    acc_drop: validation accuracy points a task may lose to pruning.
+    acc_drop: validation accuracy points a task may lose to pruning (None: the recognition kind's
+        default, :data:`~rerelrp_core.recognition.ACC_DROP`: 0.25 with class Gaussians, the paper's 1
+        with the relevance forests).
     ref_per_class: reference samples per class for relevance (research default 67).
     max_keep_fraction: optional cap on the share of all units one task may keep.
     max_claim_fraction: the largest share of each layer's still-free units one task may freeze
@@ -116,7 +118,7 @@ class TrainConfig:
     lr_decay: float = option(0.3, between(0, 1, include_low=False))
     max_decays: int = option(2, at_least(0, integer=True))
     loss_scope: str = option("task", one_of("task", "seen"), "--loss-scope")
-    acc_drop: float = option(1.0, between(0, 100), "--acc-drop")
+    acc_drop: float = option(None, optional(between(0, 100)), "--acc-drop")
     ref_per_class: int = option(67, at_least(1, integer=True), "--ref-per-class")
     max_keep_fraction: float = option(None, optional(between(0, 1, include_low=False)),
                                      "--max-keep-fraction")
@@ -133,6 +135,8 @@ class TrainConfig:
 
     def __post_init__(self):
         self.validate()
+        if self.acc_drop is None:      # resolved here, so a saved run names the number it used
+            self.acc_drop = ACC_DROP[recognition_config(self.recognition).kind]
 
     def validate(self):
         """Raise a UserError naming the first option that is out of range."""

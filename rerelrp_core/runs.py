@@ -39,7 +39,7 @@ from .task_recognition import TaskRecogniser
 from .tasks import TaskSpec
 
 FORMAT = "rerelrp-run"
-VERSION = 5
+VERSION = 6
 REQUIRED = {"format": str, "version": int, "config": dict, "split": dict, "dataset": str, "class_names": list,
             "input_shape": list, "tasks": list, "history": dict}
 
@@ -296,7 +296,19 @@ def _version4_to_5(state, tensors):
     return state, tensors
 
 
-MIGRATIONS = {1: _version1_to_2, 2: _version2_to_3, 3: _version3_to_4, 4: _version4_to_5}
+def _version5_to_6(state, tensors):
+    """Version 6: class-Gaussian recognition adds each cluster's volume to its distance. Runs saved
+    before did not, which volume 0 names (so they predict as they did)."""
+    config = state["config"]
+    recognition = config.get("recognition")
+    if config.get("method") == "rerelrp" and isinstance(recognition, dict) \
+            and recognition.get("kind", "gaussian") == "gaussian":
+        state["config"] = {**config, "recognition": {"volume": 0.0, **recognition}}
+    state["version"] = 6
+    return state, tensors
+
+
+MIGRATIONS = {1: _version1_to_2, 2: _version2_to_3, 3: _version3_to_4, 4: _version4_to_5, 5: _version5_to_6}
 
 
 def _load_snapshots(folder, model, n_tasks):

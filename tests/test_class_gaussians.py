@@ -30,24 +30,24 @@ def test_default_recognises_by_class_gaussians_and_beats_the_forests(digits_run,
     assert gaussian["avg_acc_tag"][-1] > forest["avg_acc_tag"][-1]
 
 
-def _textbook_distance(own, x, shrink):
+def _textbook_distance(own, x, shrink, volume):
     """Mahalanobis distance of ``x`` to the mean of ``own`` under its covariance normalised to mean
-    variance 1 and shrunk towards the identity."""
+    variance s = 1 and shrunk towards the identity, plus ``volume`` · s · log det of that matrix."""
     covariance = torch.cov(own.T, correction=0)
-    covariance = ((1 - shrink) * covariance / covariance.diagonal().mean()
-                  + shrink * torch.eye(len(covariance), dtype=covariance.dtype))
+    s = covariance.diagonal().mean()
+    covariance = (1 - shrink) * covariance / s + shrink * torch.eye(len(covariance), dtype=covariance.dtype)
     centred = x - own.mean(0)
-    return (centred @ torch.linalg.inv(covariance) * centred).sum(1)
+    return (centred @ torch.linalg.inv(covariance) * centred).sum(1) + volume * s * torch.logdet(covariance)
 
 
-@pytest.mark.parametrize("components", [1, 4])
+@pytest.mark.parametrize("components, volume", [(1, 0.0), (4, 0.0), (4, 0.5)])
 def test_distance_is_the_nearest_clusters_normalised_shrunk_mahalanobis_distance(digits_run, digits_tasks,
-                                                                                 components):
+                                                                                 components, volume):
     """With every eigenvector kept, the stored statistics give the textbook distance to the nearest
     of a class's k-means clusters, under each cluster's covariance normalised to mean variance 1 and
-    shrunk by ``shrink`` (within 2 %: the eigenvectors are stored as int8)."""
+    shrunk by ``shrink``, with its volume term (within 2 %: the eigenvectors are stored as int8)."""
     learner = copy.copy(digits_run.learner)
-    config = recognition_config({"rank": 10_000, "shrink": 0.2, "components": components})
+    config = recognition_config({"rank": 10_000, "shrink": 0.2, "components": components, "volume": volume})
     learner.recogniser = recogniser = ClassGaussians(config)
     task = digits_tasks[0]
     recogniser.learn_task(learner, task)
@@ -60,7 +60,7 @@ def test_distance_is_the_nearest_clusters_normalised_shrunk_mahalanobis_distance
         assert (recogniser.classes[0] == c).sum() == n_clusters
         assert n_clusters == 1 if components == 1 else 1 < n_clusters <= components
         assert torch.bincount(labels).min() >= MIN_CLUSTER
-        expected = torch.stack([_textbook_distance(own[labels == k], x, 0.2)
+        expected = torch.stack([_textbook_distance(own[labels == k], x, 0.2, volume)
                                 for k in range(n_clusters)]).min(0).values
         torch.testing.assert_close(recogniser.distances(x)[:, c], expected, rtol=2e-2, atol=1e-6)
 

@@ -19,7 +19,7 @@ BAD = {
     "max_claim_fraction": [0, 1.01, None], "augment": ["flip", None],
     "reg_strength": [-1.0], "memory": [-3, 0], "reinit_free": ["yes", 1], "keep_snapshots": [1],
     "relevance_batch": [0], "recognition": [{"top_k": -1}, {"chain": "loop"}, {"trees": 0}, {"bogus": 1},
-                                            {"context": "yes"}, "ours"],
+                                            {"context": "yes"}, {"volume": -0.1}, {"volume": "big"}, "ours"],
     "seed": [-1, 1.5], "device": ["gpu", "cuda:x"],
 }
 
@@ -44,6 +44,15 @@ def test_defaults_and_presets_are_valid():
     with pytest.raises(UserError, match=r"recognition \(--recognition\) must be one of faithful, forest, "
                                         r"ours; got .best."):
         make_config(recognition="best")
+
+
+def test_acc_drop_defaults_to_the_recognition_kinds_own_and_a_given_one_wins():
+    """0.25 with class Gaussians (ours), the paper's 1 with the forests (so the faithful preset stays the
+    paper's); resolved when the config is made, so a saved run names the number it used."""
+    assert TrainConfig().acc_drop == make_config().acc_drop == 0.25
+    assert make_config(recognition="faithful").acc_drop == make_config(recognition="forest").acc_drop == 1.0
+    assert make_config(recognition="faithful", acc_drop=3).acc_drop == TrainConfig(acc_drop=3).acc_drop == 3
+    assert TrainConfig.from_dict(make_config(recognition="faithful").to_dict()).acc_drop == 1.0
 
 
 @pytest.mark.parametrize("flag, value, option", [

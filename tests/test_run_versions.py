@@ -14,7 +14,7 @@ from rerelrp_core.runs import VERSION, load_run, save_run
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 
 
-@pytest.mark.parametrize("name", ["v1-rerelrp", "v1-full-vectors", "v1-icarl", "v4-gaussians"])
+@pytest.mark.parametrize("name", ["v1-rerelrp", "v1-full-vectors", "v1-icarl", "v4-gaussians", "v5-clusters"])
 def test_older_formats_open_and_predict_as_before(name, tmp_path):
     expected = json.loads((FIXTURES / f"{name}.expected.json").read_text())
     run = load_run(FIXTURES / name)
@@ -26,6 +26,8 @@ def test_older_formats_open_and_predict_as_before(name, tmp_path):
     assert run.metrics["acc_tag"] == expected["acc_tag"]
     # format 1 was trained without the claim cap, and is resumed so
     assert run.config.max_claim_fraction == (1.0 if name.startswith("v1") else 0.75)
+    # class Gaussians saved before format 6 had no volume term
+    assert name not in ("v4-gaussians", "v5-clusters") or run.learner.recogniser.config.volume == 0
     # saved again, it is a current-version run that predicts the same
     save_run(run, tmp_path / "again")
     assert json.loads((tmp_path / "again" / "run.json").read_text())["version"] == VERSION

@@ -7,7 +7,7 @@ import streamlit as st
 
 from rerelrp_core.archives import extract_image_zip
 from rerelrp_core.colour_sets import PAPER_SPLITS, present
-from rerelrp_core.config import make_config
+from rerelrp_core.config import TrainConfig, make_config
 from rerelrp_core.data import SplitConfig, fashion_mnist_available, folder_name, load_dataset
 from rerelrp_core.errors import UserError
 from rerelrp_core.learners import LEARNERS
@@ -89,7 +89,7 @@ with st.form("train"):
                              "adapted to small inputs (slow on CPU).")
     epochs = c5.number_input("Max epochs per task", 1, 100, 5,
                              help="Early stopping on validation may stop sooner.")
-    acc_drop = c6.number_input("acc_drop (points)", 0.0, 20.0, 1.0, 0.5,
+    acc_drop = c6.number_input("acc_drop (points)", 0.0, 20.0, TrainConfig().acc_drop, 0.25,
                                help="How much validation accuracy pruning may cost each task.")
     seed = c7.number_input("Seed", 0, 10_000, 0)
     st.session_state.setdefault("run_name", time.strftime("run-%Y%m%d-%H%M%S"))
