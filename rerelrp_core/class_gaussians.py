@@ -244,17 +244,29 @@ class ClassGaussians:
         return precision, torch.einsum("cde,ced->c", precision, covariance)
 
     # -- at test time ---------------------------------------------------------------------------
-    def distances(self, values):
-        """(N, classes seen) distance of every row to every class (Mahalanobis plus the volume term),
-        in task order (one batched product over the clusters of every task)."""
-        return _nearest_cluster(values, *self.stacked_clusters())
+    def cluster_distances(self, values):
+        """(N, clusters) distance of every row to every task's clusters, Mahalanobis plus the volume
+        term (one batched product)."""
+        means, precisions, _, volumes = self.stacked_clusters()
+        centred = values[None] - means[:, None]                           # (clusters, N, w)
+        return (torch.bmm(centred, precisions) * centred).sum(2).T + volumes
+
+    def distances(self, values, cluster_distances=None):
+        """(N, classes seen) distance of every row to every class, in task order: its nearest
+        cluster's (``cluster_distances`` when the caller has them already)."""
+        distance = self.cluster_distances(values) if cluster_distances is None else cluster_distances
+        classes = self.stacked_clusters()[2]
+        return distance.new_full((len(distance), int(classes.max()) + 1), torch.inf).scatter_reduce(
+            1, classes.expand(len(distance), -1), distance, "amin")
 
     def predict(self, learner, x, want_input=False):
         """Task-agnostic prediction: the nearest class's task, then that task's subnetwork picks the
         class. Returns ``task_probs`` (N, T), ``task``, ``predicted`` (global row), ``distances``
-        (N, classes seen) and ``subnetworks`` (an LRP pass through every subnetwork when
-        ``want_input``, for heatmaps; else None)."""
-        distance = self.distances(self.features(learner, x))
+        (N, classes seen), ``cluster_distances`` (N, clusters) and ``subnetworks`` (an LRP pass
+        through every subnetwork when ``want_input``, for heatmaps; else None)."""
+        values = self.features(learner, x)
+        per_cluster = self.cluster_distances(values)
+        distance = self.distances(values, per_cluster)
         owner = task_of_rows(learner.tasks)
         nearest = torch.stack([distance[:, owner == t].min(1).values for t in range(len(learner.tasks))], 1)
         task_probs = torch.softmax(-nearest / max(self._typical, 1e-12), dim=1)
@@ -262,7 +274,7 @@ class ClassGaussians:
         predicted = self.within_task(learner, x, task)
         sub = learner.subnetworks(x, want_input=True) if want_input else None
         return {"task_probs": task_probs.numpy(), "task": task, "predicted": predicted,
-                "distances": distance, "subnetworks": sub}
+                "distances": distance, "cluster_distances": per_cluster, "subnetworks": sub}
 
     @staticmethod
     def within_task(learner, x, task):
@@ -273,15 +285,20 @@ class ClassGaussians:
         return logits.masked_fill(~head_slices(learner.tasks, logits.shape[1])[task], -torch.inf).argmax(1)
 
     def why(self, result, learner, row=0, n_features=None):
-        """Why input ``row`` got its task: per task its probability, its nearest class and that
-        class's distance (``n_features`` is the forests' and has no use here)."""
-        distance = result["distances"][row]
+        """Why input ``row`` got its task: per task its probability, its nearest class, that class's
+        distance and its two parts, the Mahalanobis distance to the class's nearest cluster and that
+        cluster's volume term (``n_features`` is the forests' and has no use here)."""
+        distance, per_cluster = result["distances"][row], result["cluster_distances"][row]
+        _, _, classes, volumes = self.stacked_clusters()
         why, begin = [], 0
         for spec in learner.tasks:
-            own = distance[begin:begin + spec.n_classes]
-            nearest = int(own.argmin())
+            nearest = int(distance[begin:begin + spec.n_classes].argmin())
+            mine = (classes == begin + nearest).nonzero()[:, 0]
+            cluster = int(mine[per_cluster[mine].argmin()])
             why.append({"task": spec.index, "probability": float(result["task_probs"][row, spec.index]),
-                        "class": spec.class_names[nearest], "distance": float(own[nearest])})
+                        "class": spec.class_names[nearest], "distance": float(distance[begin + nearest]),
+                        "mahalanobis": float(per_cluster[cluster] - volumes[cluster]),
+                        "volume term": float(volumes[cluster])})
             begin += spec.n_classes
         return why
 
@@ -319,15 +336,6 @@ class ClassGaussians:
                                 "shape")
             for name, part in parts.items():
                 getattr(self, name).append(part)
-
-
-def _nearest_cluster(values, means, precisions, classes, volumes):
-    """(N, classes) distance of every row to each class's nearest cluster (cluster i: ``means[i]``,
-    ``precisions[i]``, of class ``classes[i]``, ``volumes[i]`` added)."""
-    centred = values[None] - means[:, None]                           # (clusters, N, w)
-    distance = (torch.bmm(centred, precisions) * centred).sum(2).T + volumes
-    return distance.new_full((len(values), int(classes.max()) + 1), torch.inf).scatter_reduce(
-        1, classes.expand(len(values), -1), distance, "amin")
 
 
 def _valid(parts, n_classes, width, rank):

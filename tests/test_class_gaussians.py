@@ -124,6 +124,9 @@ def test_predictions_are_the_recognised_subnetworks_own(digits_run, digits_tasks
     why = learner.explain_task(learner.recognise(x[:1]))
     assert [w["task"] for w in why] == [0, 1, 2]
     assert min(why, key=lambda w: w["distance"])["task"] == int(result["task"][0])
+    for w in why:     # the distance's two parts: the nearest cluster's Mahalanobis distance and volume term
+        assert w["mahalanobis"] >= 0 and w["volume term"] != 0
+        assert w["mahalanobis"] + w["volume term"] == pytest.approx(w["distance"])
 
 
 def test_save_and_load_give_the_same_predictions(digits_run, digits_tasks, tmp_path):

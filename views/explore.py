@@ -222,10 +222,14 @@ if by_class:
     with st.expander("What decided the task", expanded=True):
         st.caption("Each class keeps the means and covariances of up to 4 clusters of its training "
                    "images' activations in task 0's subnetwork (frozen, so they never go stale; no image "
-                   "is kept). The input goes to the task of the nearest class: the Mahalanobis distance to "
-                   "the class's nearest cluster, smaller = closer.")
+                   "is kept). The input goes to the task of the nearest class, smaller = closer: the "
+                   "distance to the class's nearest cluster is the Mahalanobis distance plus a volume term "
+                   "(0 for runs saved before it existed) that is lower for a tight cluster than for a broad "
+                   "one, so a broad cluster does not win every input it overlaps.")
         st.dataframe(pd.DataFrame([{"task": rec["task"], "nearest class": rec["class"],
                                     "distance": round(rec["distance"], 3),
+                                    "Mahalanobis": round(rec["mahalanobis"], 3),
+                                    "volume term": round(rec["volume term"], 3),
                                     "probability": round(rec["probability"], 3)}
                                    for rec in why_task]).set_index("task"), width="stretch")
 elif why_task:
