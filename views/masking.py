@@ -71,7 +71,7 @@ st.caption("Move acc_drop to see how many units a finished task would keep and w
            "tasks (plasticity); more keep the task's accuracy (stability). " + TERMS["acc_drop"])
 c1, c2 = st.columns([1, 3])
 task_index = c1.selectbox("Task", range(run.tasks_done), format_func=lambda t: f"task {t}", key="curve_task")
-acc_drop = c1.slider("acc_drop (points)", 0.0, 20.0, float(run.config.acc_drop), 0.5, key="curve_acc_drop",
+acc_drop = c1.slider("acc_drop (points)", 0.0, 20.0, float(run.config.acc_drop), 0.25, key="curve_acc_drop",
                      help=TERMS["acc_drop"])
 try:
     with st.spinner("Walking the pruning curve once…"):
