@@ -14,10 +14,12 @@ its training images, and each cluster keeps a Gaussian: its mean, and its covari
 they leave out per feature, which is positive semi-definite however the vectors are rounded. At test
 time each covariance is normalised to a mean variance of 1 and shrunk towards the identity (as
 FeCAM, arXiv 2309.14062, does for a frozen backbone). The distance to a cluster is the Mahalanobis
-distance in that metric plus ``volume`` times the cluster's log-volume (s · log det of its normalised,
-shrunk covariance, s its mean variance: the shape part of a Gaussian's log-likelihood, so a tight
-cluster is not outbid by a broad one it overlaps). A class's distance is its nearest cluster's, and
-an input belongs to the task of its nearest class. Task probabilities
+distance in that metric plus ``volume`` · s · log det of the normalised, shrunk covariance (s the
+cluster's mean variance; the shape part of a Gaussian's log-likelihood). The term is at most 0 (the
+normalised covariance has mean eigenvalue 1) and more negative for a cluster whose images vary along
+few directions, scaled by how widely they vary; chosen on validation images (bench/README.md, session
+11), not derived. A class's distance is its nearest cluster's, and an input belongs to the task of
+its nearest class. Task probabilities
 (shown, never used to decide) are a softmax over the tasks of minus each task's nearest-class
 distance, in units of the distance a cluster's own images have on average (trace(P Σ) of its stored
 covariance Σ and its precision P), so the recognised task is always the most probable one.

@@ -135,7 +135,9 @@ class TrainConfig:
 
     def __post_init__(self):
         self.validate()
-        if self.acc_drop is None:      # resolved here, so a saved run names the number it used
+        # resolved here, so a saved run names the number it used (a later dataclasses.replace of
+        # ``recognition`` keeps this number: pass acc_drop=None with it to resolve it again)
+        if self.acc_drop is None:
             self.acc_drop = ACC_DROP[recognition_config(self.recognition).kind]
 
     def validate(self):

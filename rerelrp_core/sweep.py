@@ -97,7 +97,9 @@ def train_one(job, out, data_dir=None, threads=1):
     else:
         run, state = previous, "skipped (finished before)"
     m = run.metrics
-    return {"name": job["name"], "method": job["method"], "seed": job["seed"], **job["settings"],
+    # acc_drop is always shown: its default depends on the recognition kind (0.25 or the paper's 1)
+    return {"name": job["name"], "method": job["method"], "seed": job["seed"],
+            "acc_drop": run.config.acc_drop, **job["settings"],
             "final_taw": m["avg_acc_taw"][-1], "final_tag": m["avg_acc_tag"][-1],
             "forgetting_taw": m["forgetting_taw"], "forgetting_tag": m["forgetting_tag"],
             "task_recognition_acc": m.get("task_recognition_acc"),

@@ -1,6 +1,7 @@
 """Task recognition from class Gaussians (the default): right numbers, constant state per task that
 never changes after its task, exact save and load, clear errors on damaged statistics."""
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -124,8 +125,16 @@ def test_predictions_are_the_recognised_subnetworks_own(digits_run, digits_tasks
     why = learner.explain_task(learner.recognise(x[:1]))
     assert [w["task"] for w in why] == [0, 1, 2]
     assert min(why, key=lambda w: w["distance"])["task"] == int(result["task"][0])
-    for w in why:     # the distance's two parts: the nearest cluster's Mahalanobis distance and volume term
-        assert w["mahalanobis"] >= 0 and w["volume term"] != 0
+    # the distance's two parts: one of the class's clusters' plain Mahalanobis distances (a copy of the
+    # recogniser with volume 0 computes them) and that cluster's volume term, at most 0
+    plain = copy.copy(learner.recogniser)
+    plain.config, plain._clusters = replace(plain.config, volume=0.0), None
+    mahalanobis = plain.cluster_distances(plain.features(learner, x[:1]))[0]
+    classes = plain.stacked_clusters()[2]
+    for w, spec in zip(why, learner.tasks):
+        own = mahalanobis[classes == spec.offset + spec.class_names.index(w["class"])]
+        assert torch.isclose(own, torch.tensor(w["mahalanobis"], dtype=own.dtype)).any()
+        assert w["volume term"] < 0
         assert w["mahalanobis"] + w["volume term"] == pytest.approx(w["distance"])
 
 

@@ -223,9 +223,10 @@ if by_class:
         st.caption("Each class keeps the means and covariances of up to 4 clusters of its training "
                    "images' activations in task 0's subnetwork (frozen, so they never go stale; no image "
                    "is kept). The input goes to the task of the nearest class, smaller = closer: the "
-                   "distance to the class's nearest cluster is the Mahalanobis distance plus a volume term "
-                   "(0 for runs saved before it existed) that is lower for a tight cluster than for a broad "
-                   "one, so a broad cluster does not win every input it overlaps.")
+                   "distance to the class's nearest cluster is the Mahalanobis distance plus a volume term: "
+                   "at most 0, more negative for a cluster whose images vary along few directions, scaled "
+                   "by how widely they vary (0 for runs saved before it existed), so a distance can be "
+                   "negative.")
         st.dataframe(pd.DataFrame([{"task": rec["task"], "nearest class": rec["class"],
                                     "distance": round(rec["distance"], 3),
                                     "Mahalanobis": round(rec["mahalanobis"], 3),
