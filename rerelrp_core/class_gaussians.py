@@ -253,22 +253,24 @@ class ClassGaussians:
         centred = values[None] - means[:, None]                           # (clusters, N, w)
         return (torch.bmm(centred, precisions) * centred).sum(2).T + volumes
 
-    def distances(self, values, cluster_distances=None):
-        """(N, classes seen) distance of every row to every class, in task order: its nearest
-        cluster's (``cluster_distances`` when the caller has them already)."""
-        distance = self.cluster_distances(values) if cluster_distances is None else cluster_distances
+    def class_distances(self, per_cluster):
+        """(N, classes seen) distance of every row to every class, in task order: the distance to
+        the class's nearest cluster, from the (N, clusters) ``per_cluster`` distances."""
         classes = self.stacked_clusters()[2]
-        return distance.new_full((len(distance), int(classes.max()) + 1), torch.inf).scatter_reduce(
-            1, classes.expand(len(distance), -1), distance, "amin")
+        return per_cluster.new_full((len(per_cluster), int(classes.max()) + 1), torch.inf).scatter_reduce(
+            1, classes.expand(len(per_cluster), -1), per_cluster, "amin")
+
+    def distances(self, values):
+        """(N, classes seen) distance of every row of ``values`` to every class, in task order."""
+        return self.class_distances(self.cluster_distances(values))
 
     def predict(self, learner, x, want_input=False):
         """Task-agnostic prediction: the nearest class's task, then that task's subnetwork picks the
         class. Returns ``task_probs`` (N, T), ``task``, ``predicted`` (global row), ``distances``
         (N, classes seen), ``cluster_distances`` (N, clusters) and ``subnetworks`` (an LRP pass
         through every subnetwork when ``want_input``, for heatmaps; else None)."""
-        values = self.features(learner, x)
-        per_cluster = self.cluster_distances(values)
-        distance = self.distances(values, per_cluster)
+        per_cluster = self.cluster_distances(self.features(learner, x))
+        distance = self.class_distances(per_cluster)
         owner = task_of_rows(learner.tasks)
         nearest = torch.stack([distance[:, owner == t].min(1).values for t in range(len(learner.tasks))], 1)
         task_probs = torch.softmax(-nearest / max(self._typical, 1e-12), dim=1)
