@@ -42,7 +42,15 @@ def build_parser():
     train.add_argument("--class-order", type=int, nargs="+",
                        help="class ids in task order (default 0, 1, ...)")
     train.add_argument("--method", default="rerelrp", choices=sorted(LEARNERS))
-    train.add_argument("--model", default="cnn", choices=sorted(ARCHITECTURES))
+    train.add_argument("--model", default="cnn",
+                       help=f"{', '.join(ARCHITECTURES)} (built in), torchvision:NAME (any of torchvision's "
+                            "classification models) or PATH.py:FUNCTION (a function of yours that returns an "
+                            "nn.Module)")
+    train.add_argument("--weights", help="start the model from this state dict (.safetensors, or .pt/.pth "
+                                         "read with weights_only=True); its classifier is left out")
+    train.add_argument("--input-size", type=int,
+                       help="resize images to this square size inside the model (for networks that need "
+                            "larger inputs, e.g. 75 for inception_v3)")
     defaults = TrainConfig()
     train.add_argument("--epochs", type=int, default=defaults.epochs)
     train.add_argument("--lr", type=float, default=defaults.lr)
@@ -100,7 +108,8 @@ def build_parser():
 
 
 def config_from_args(args):
-    return make_config(method=args.method, arch=args.model, epochs=args.epochs, lr=args.lr,
+    return make_config(method=args.method, arch=args.model, weights=args.weights, input_size=args.input_size,
+                       epochs=args.epochs, lr=args.lr,
                        batch_size=args.batch_size, acc_drop=args.acc_drop, ref_per_class=args.ref_per_class,
                        loss_scope=args.loss_scope, max_keep_fraction=args.max_keep_fraction,
                        max_claim_fraction=args.max_claim_fraction,

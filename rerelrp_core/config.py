@@ -58,6 +58,21 @@ def is_bool(value):
     return isinstance(value, bool)
 
 
+def is_path(value):
+    return value is None or (isinstance(value, str) and bool(value.strip()))
+
+
+is_path.rule = "a file path or None"
+
+
+def is_model(value):
+    from .architectures import kind_of
+    return kind_of(value) is not None
+
+
+is_model.rule = "cnn, cnn-small, vgg11, resnet18, torchvision:NAME or PATH.py:FUNCTION"
+
+
 is_bool.rule = "True or False"
 
 
@@ -82,7 +97,12 @@ class TrainConfig:
     ----------
     method: a method of :mod:`rerelrp_core.learners` (``rerelrp``, ``finetune``, ``joint``, ``ewc``,
         ``lwf``, ``icarl``, ``replay``).
-    arch: model architecture (``cnn``, ``cnn-small``, ``vgg11``, ``resnet18``).
+    arch: the model: a built-in network (``cnn``, ``cnn-small``, ``vgg11``, ``resnet18``),
+        ``torchvision:NAME`` (a torchvision classification model) or ``PATH.py:FUNCTION`` (a
+        function in a Python file that returns an ``nn.Module``); see :mod:`~rerelrp_core.architectures`.
+    weights: a safetensors or ``.pt``/``.pth`` state dict the model starts from (None: random).
+    input_size: resize images to this square size inside the model (None: as they are), for
+        networks that need larger inputs than the data set's.
     epochs: maximum epochs per task (early stopping may end sooner).
     lr, momentum, weight_decay, batch_size: SGD settings.
     patience: epochs without a better validation accuracy before the learning rate is multiplied
@@ -108,7 +128,9 @@ class TrainConfig:
     device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
     """
     method: str = option("rerelrp", None, "--method")
-    arch: str = option("cnn", None, "--model")
+    arch: str = option("cnn", is_model, "--model")
+    weights: str = option(None, is_path, "--weights")
+    input_size: int = option(None, optional(at_least(8, integer=True)), "--input-size")
     epochs: int = option(10, at_least(1, integer=True), "--epochs")
     batch_size: int = option(64, at_least(1, integer=True), "--batch-size")
     lr: float = option(0.05, above(0), "--lr")
@@ -143,8 +165,7 @@ class TrainConfig:
     def validate(self):
         """Raise a UserError naming the first option that is out of range."""
         from .learners import LEARNERS
-        from .models import ARCHITECTURES
-        checks = {"method": one_of(*LEARNERS), "arch": one_of(*ARCHITECTURES)}
+        checks = {"method": one_of(*LEARNERS)}
         for f in fields(self):
             check = checks.get(f.name) or f.metadata.get("check")
             value = getattr(self, f.name)

@@ -71,14 +71,19 @@ class UnitOwnership:
 
 
 class Freezer:
-    """Holds parameters of frozen units and frozen head rows fixed across optimiser steps.
+    """Holds parameters of frozen units, frozen head rows and ``whole`` parameters fixed across
+    optimiser steps.
 
     Call :meth:`restore` after every ``optimizer.step()``: the frozen entries get back exactly the
     values they had when the Freezer was made, whatever the gradient, momentum or weight decay did.
     """
 
-    def __init__(self, model, frozen_units, frozen_head_rows):
+    def __init__(self, model, frozen_units, frozen_head_rows, whole=()):
         self.entries = []
+        # parameters frozen as a whole (the shared ones after the first task); the same restore,
+        # over a view with one row per element, so 0-dim parameters need no case of their own
+        for param in whole:
+            self._add(param.detach().view(-1), torch.ones(param.numel(), dtype=torch.bool))
         for layer, frozen in zip(model.unit_layers, frozen_units):
             if frozen.any():
                 for param in layer.unit_parameters():

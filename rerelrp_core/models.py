@@ -84,13 +84,15 @@ class MaxPool(nn.MaxPool2d):
 
 
 class UnitLayer:
-    """One layer of units: its name, its UnitMask, and the modules whose parameters hold one row
-    per unit (the Conv2d/Linear and, where present, its BatchNorm)."""
+    """One layer of units: its name, its UnitMask, the modules whose parameters hold one row per
+    unit (the Conv2d/Linear and, where present, its BatchNorm), and the number of dimensions of its
+    units-first output (4: feature maps, 3: token sequences, 2: a vector per image)."""
 
-    def __init__(self, name, mask, producers):
+    def __init__(self, name, mask, producers, map_dims=None):
         self.name = name
         self.mask = mask
         self.producers = producers
+        self.map_dims = map_dims or (4 if isinstance(producers[0], nn.Conv2d) else 2)
 
     @property
     def n_units(self):
@@ -121,6 +123,13 @@ class ContinualNet(nn.Module):
 
     def layer_sizes(self):
         return [layer.n_units for layer in self.unit_layers]
+
+    def shared_parameters(self):
+        """Parameters that belong to no unit and not to the head (LayerNorms, layer scales, tokens,
+        BatchNorms after no unit layer): trained with the first task only."""
+        owned = {id(p) for layer in self.unit_layers for p in layer.unit_parameters()}
+        owned |= {id(p) for p in self.head.parameters()}
+        return [p for p in self.parameters() if id(p) not in owned]
 
     def batchnorms(self):
         return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -238,28 +247,26 @@ def tiny_cnn(input_shape, n_classes):
 ARCHITECTURES = {"cnn": small_cnn, "cnn-small": tiny_cnn, "vgg11": vgg11, "resnet18": resnet18}
 
 
-def build_model(arch, input_shape, n_classes, seed=0):
-    """Build architecture ``arch`` for inputs shaped (C, H, W) with ``n_classes`` output rows."""
-    if arch not in ARCHITECTURES:
-        raise UserError(f"Unknown model '{arch}'. Choose one of: {', '.join(ARCHITECTURES)}.")
+def build_model(arch, input_shape, n_classes, seed=0, weights=None, input_size=None):
+    """Build model ``arch`` (a built-in name, ``torchvision:NAME`` or ``PATH.py:FUNCTION``, see
+    :mod:`~rerelrp_core.architectures`) for inputs shaped (C, H, W) with ``n_classes`` output rows;
+    ``weights`` and ``input_size`` apply to the models that are not built in."""
+    from .architectures import build_adapted, check_spec
+    check_spec(arch)
     with seeded(seed):
         # eval is the resting mode (training switches to train mode per epoch): inference passes
         # then need not switch every module
-        return ARCHITECTURES[arch](tuple(input_shape), n_classes).eval()
+        if arch not in ARCHITECTURES:
+            return build_adapted(arch, input_shape, n_classes, weights, input_size).eval()
+        net = ARCHITECTURES[arch](tuple(input_shape), n_classes).eval()
+    if weights:
+        from .architectures import load_weights
+        load_weights(net, weights, skip=("head",))
+    return net
 
 
 def parameter_count(model):
     return sum(p.numel() for p in model.parameters())
-
-
-def canonizers_for(model):
-    """The zennit canonizers LRP needs for this architecture (BatchNorm merging, residual sums)."""
-    if model.arch == "resnet18":
-        from zennit.torchvision import ResNetCanonizer
-
-        from .compat import torchvision  # noqa: F401  (zennit.torchvision imports torchvision)
-        return [ResNetCanonizer()]
-    return []
 
 
 def inference_batch(device):

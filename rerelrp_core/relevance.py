@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from .lrp_rules import composite_for
+from .lrp_rules import composite_for, operations_for
 from .models import evaluating, mask_rows
 from .seeding import exact_float32
 
@@ -33,7 +33,8 @@ def recording(model):
 @contextmanager
 def lrp_context(model):
     """The model with the LRP composite's hooks attached (removed again on exit)."""
-    with evaluating(model), exact_float32(), composite_for(model).context(model) as modified:
+    with evaluating(model), exact_float32(), composite_for(model).context(model) as modified, \
+            operations_for(model):
         yield modified
 
 

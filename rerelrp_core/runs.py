@@ -146,7 +146,7 @@ def load_run(folder, device=None):
         raise UserError(f"{folder}: run.json has invalid settings ({error}).") from None
     n_done = len(state["history"]["acc_taw"])
     _check_layout(folder, tasks)
-    model = build_model(config.arch, state["input_shape"], sum(t.n_classes for t in tasks))
+    model = _rebuild_model(folder, config, state["input_shape"], sum(t.n_classes for t in tasks))
     try:
         weights = load_file(str(folder / "model.safetensors"))
         model.load_state_dict(weights, strict=True)
@@ -174,6 +174,15 @@ def load_run(folder, device=None):
     if run.tasks_done:
         run.update_metrics()
     return run
+
+
+def _rebuild_model(folder, config, input_shape, n_classes):
+    """The run's network, untrained (its weights come from model.safetensors): a model from a
+    user's file needs that file on this machine."""
+    try:
+        return build_model(config.arch, input_shape, n_classes, input_size=config.input_size)
+    except UserError as error:
+        raise UserError(f"{folder}: this run's model ({config.arch}) cannot be built here: {error}") from None
 
 
 def _read_state(folder):

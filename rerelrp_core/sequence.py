@@ -15,7 +15,8 @@ from .seeding import deterministic
 
 def new_run(dataset, split, config, tasks):
     """A fresh Run (untrained model and learner) for ``tasks``, cut from ``dataset`` as ``split`` says."""
-    model = build_model(config.arch, dataset.input_shape, sum(t.n_classes for t in tasks), seed=config.seed)
+    model = build_model(config.arch, dataset.input_shape, sum(t.n_classes for t in tasks), seed=config.seed,
+                        weights=config.weights, input_size=config.input_size)
     learner = make_learner(model, config)
     return Run(config=config, split=split, dataset=dataset.name, class_names=list(dataset.class_names),
                input_shape=list(dataset.input_shape), tasks=[t.spec for t in tasks], learner=learner)

@@ -12,7 +12,7 @@ from rerelrp_core.errors import UserError
 
 # every option, with values out of its range (a new option without an entry here fails the walk)
 BAD = {
-    "method": ["sgd", ""], "arch": ["mlp"], "epochs": [0, -1, 2.5], "batch_size": [0, -8],
+    "method": ["sgd", ""], "epochs": [0, -1, 2.5], "batch_size": [0, -8],
     "lr": [-1, 0, float("nan"), float("inf")], "momentum": [-0.1, 1.0], "weight_decay": [-1e-4],
     "patience": [0], "lr_decay": [0, 1.5], "max_decays": [-1], "loss_scope": ["all"],
     "acc_drop": [-5, 101, float("nan")], "ref_per_class": [0], "max_keep_fraction": [0, 1.5, -0.2],
@@ -20,7 +20,8 @@ BAD = {
     "reg_strength": [-1.0], "memory": [-3, 0], "reinit_free": ["yes", 1], "keep_snapshots": [1],
     "relevance_batch": [0], "recognition": [{"top_k": -1}, {"chain": "loop"}, {"trees": 0}, {"bogus": 1},
                                             {"context": "yes"}, {"volume": -0.1}, {"volume": "big"}, "ours"],
-    "seed": [-1, 1.5], "device": ["gpu", "cuda:x"],
+    "seed": [-1, 1.5], "device": ["gpu", "cuda:x"], "weights": ["", 3], "input_size": [4, 32.5],
+    "arch": ["mlp", "resnet.py", 5],
 }
 
 

@@ -1,13 +1,14 @@
 """Pathways (conditional relevance through single units, one batched LRP pass) and reference images,
 on real runs: the numbers agree with plain LRP, add up (completeness), respect the subnetworks,
 leave the shared model as it was even when the pass fails, and flag broken conservation."""
+import contextlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from rerelrp_core import lrp_rules, pathways
+from rerelrp_core import lrp_rules, pathways, relevance
 from rerelrp_core.config import TrainConfig
 from rerelrp_core.data import load_dataset, make_tasks
 from rerelrp_core.errors import UserError
@@ -204,7 +205,8 @@ def test_method_without_masks(finetune_run, digits_tasks):
 def test_resnet_skip_paths_and_a_missing_canonizer(digits, digits_tasks, monkeypatch):
     """ResNet-18: a unit's conditional heatmap holds no relevance from around its block, so the
     units of a layer inside a block add up to what passes through that layer (not a cut). Without
-    the ResNet canonizer the skip connections double the relevance at each block: health says so."""
+    the ResNet canonizer, the sum rule of lrp_ops keeps the residual sums conservative on its own;
+    without both, the skip connections double the relevance at each block: health says so."""
     model = build_model("resnet18", digits.input_shape, 6)
     learner = make_learner(model, TrainConfig(method="finetune", arch="resnet18", device="cpu"))
     learner.tasks = [t.spec for t in digits_tasks]
@@ -222,6 +224,9 @@ def test_resnet_skip_paths_and_a_missing_canonizer(digits, digits_tasks, monkeyp
         return []
 
     monkeypatch.setattr(lrp_rules, "canonizers_for", no_canonizers)
+    summed = explain_pathway(learner, x, 0, top_units=1)
+    assert summed.health.ok, summed.health.warning
+    monkeypatch.setattr(relevance, "operations_for", lambda model: contextlib.nullcontext())
     broken = explain_pathway(learner, x, 0, top_units=1)
     assert not broken.health.ok and "canonizer" in broken.health.warning
 

@@ -5,7 +5,8 @@ import torch
 from zennit.composites import EpsilonPlusFlat
 
 from rerelrp_core.lrp_rules import composite_for
-from rerelrp_core.models import build_model, canonizers_for
+from rerelrp_core.lrp_rules import canonizers_for
+from rerelrp_core.models import build_model
 from rerelrp_core.relevance import (
     input_heatmap,
     lrp_context,

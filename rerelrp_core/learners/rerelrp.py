@@ -74,7 +74,10 @@ class ReReLRP(Learner):
         head_rows = torch.zeros(self.model.n_classes, dtype=torch.bool)
         for seen in self.tasks[:task.index]:
             head_rows[seen.rows] = True
-        return Freezer(self.model, self.ownership.frozen(), head_rows)
+        # shared parameters (no unit owns them) learn with the first task only: every later change
+        # would reach the subnetworks of the tasks before
+        shared = self.model.shared_parameters() if task.index > 0 else ()
+        return Freezer(self.model, self.ownership.frozen(), head_rows, shared)
 
     @torch.no_grad()
     def _reinit_free_units(self, task):

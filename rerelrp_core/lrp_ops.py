@@ -1,0 +1,133 @@
+"""LRP rules for the operations a network does in its own ``forward`` code, not through modules:
+residual sums, gates and activations called as functions.
+
+zennit attaches its rules to modules, so ``out += identity`` in a residual block, ``scale * x`` in a
+squeeze-excitation block or ``F.relu(x)`` in a user's forward run their plain gradient during LRP:
+a sum hands the whole relevance to *both* of its inputs (relevance doubles at every residual
+block), a gate scales it, and an activation's derivative reshapes it. While an LRP pass runs
+forward, :class:`LRPOperations` (a torch function mode) gives these operations their LRP rules:
+
+* a sum of two activations: the z-rule, each input gets the share of the relevance that its value
+  has of the sum (``R_a = a / (a + b) * R``), so the sum conserves;
+* a product of an activation and something smaller that broadcasts onto it (a squeeze-excitation
+  gate, a layer scale) or a constant: the gate is treated as a fixed weight, all relevance goes to
+  the activation;
+* an elementwise activation: relevance passes through unchanged (zennit's ``Pass``, as its
+  composites treat activation modules).
+
+Outside the forward pass (zennit's rules compute in the backward pass with the same operations)
+the mode changes nothing.
+"""
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from zennit.core import Stabilizer
+
+STABILISE = Stabilizer.ensure(1e-6)
+
+
+class _SumRule(torch.autograd.Function):
+    """``a + b`` whose backward splits the relevance in proportion to each input's value."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        out = a + b
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, relevance):
+        a, b, out = ctx.saved_tensors
+        share = relevance / STABILISE(out)
+        return (a * share).sum_to_size(a.shape), (b * share).sum_to_size(b.shape)
+
+
+class _InPlaceSumRule(torch.autograd.Function):
+    """``a += b`` (``a.add_(b)``) with :class:`_SumRule`'s backward; ``a`` is changed in place, as
+    the caller's code expects."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        a.add_(b)
+        ctx.mark_dirty(a)
+        ctx.save_for_backward(b, a)
+        return a
+
+    @staticmethod
+    def backward(ctx, relevance):
+        b, out = ctx.saved_tensors
+        share = relevance / STABILISE(out)
+        return ((out - b) * share).sum_to_size(out.shape), (b * share).sum_to_size(b.shape)
+
+
+class _GateRule(torch.autograd.Function):
+    """``x * gate`` whose backward hands all relevance to ``x`` and none to the gate."""
+
+    @staticmethod
+    def forward(ctx, x, gate):
+        ctx.gate_shape = gate.shape if torch.is_tensor(gate) else None
+        return x * gate
+
+    @staticmethod
+    def backward(ctx, relevance):
+        gate = None if ctx.gate_shape is None else relevance.new_zeros(ctx.gate_shape)
+        return relevance, gate
+
+
+class _PassRule(torch.autograd.Function):
+    """An elementwise activation whose backward passes relevance through unchanged."""
+
+    @staticmethod
+    def forward(ctx, x, function, args, kwargs):
+        # on a copy: an in-place variant (``nn.ReLU(inplace=True)``) must leave the input as the
+        # layers below need it, and returns its result like the others
+        return function(x.clone(), *args, **kwargs)
+
+    @staticmethod
+    def backward(ctx, relevance):
+        return relevance, None, None, None
+
+
+SUMS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__}
+IN_PLACE_SUMS = {torch.Tensor.add_, torch.Tensor.__iadd__}     # ``a += b`` arrives as ``add_``
+PRODUCTS = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__}
+ACTIVATIONS = {F.relu, torch.relu, torch.Tensor.relu, F.relu6, F.hardtanh, F.gelu, F.silu, F.hardswish,
+               F.hardsigmoid, torch.sigmoid, torch.Tensor.sigmoid, F.elu, F.leaky_relu, F.mish,
+               F.softplus, torch.tanh, torch.Tensor.tanh}
+
+
+def _traced(x):
+    return torch.is_tensor(x) and x.requires_grad
+
+
+class LRPOperations(TorchFunctionMode):
+    """Within the block, sums, gates and activations in forward passes follow LRP's rules."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if torch.is_grad_enabled() and torch._C._current_autograd_node() is None:
+            if func in SUMS | IN_PLACE_SUMS and len(args) == 2 and not kwargs:
+                return _sum(func, *args)
+            if func in PRODUCTS and len(args) == 2 and not kwargs:
+                return _product(func, *args)
+            if func in ACTIVATIONS and args and _traced(args[0]):
+                return _PassRule.apply(args[0], func, args[1:], kwargs)
+        return func(*args, **kwargs)
+
+
+def _sum(func, a, b):
+    if not (_traced(a) and _traced(b)):
+        return func(a, b)
+    if func in IN_PLACE_SUMS:
+        return _InPlaceSumRule.apply(a, b) if a.shape == torch.broadcast_shapes(a.shape, b.shape) else func(a, b)
+    return _SumRule.apply(a, b)
+
+
+def _product(func, a, b):
+    """A gate or a constant scale: the larger traced operand takes all relevance."""
+    big, small = (a, b) if torch.is_tensor(a) and (not torch.is_tensor(b) or a.numel() >= b.numel()) else (b, a)
+    if not _traced(big) or (torch.is_tensor(small) and (
+            small.numel() == big.numel() and _traced(small)
+            or torch.broadcast_shapes(big.shape, small.shape) != big.shape)):
+        return func(a, b)       # two activations of the same size (attention-like): no rule of ours
+    return _GateRule.apply(big, small)
