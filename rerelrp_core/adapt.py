@@ -48,7 +48,8 @@ class InputAdapter(nn.Module):
         if self.repeat > 1:
             x = x.expand(-1, self.repeat, -1, -1)
         if self.size is not None and tuple(x.shape[2:]) != (self.size, self.size):
-            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                                          align_corners=False)
         return x
 
     def extra_repr(self):
@@ -228,7 +229,8 @@ def adapt(module, input_shape, n_classes, arch="custom", input_size=None):
     for where, hook in hooks:
         where.register_forward_hook(hook)
     net = ContinualNet(arch, Adapted(adapter, module), head, unit_layers, input_shape)
-    net.unit_masks = nn.ModuleList([layer.mask for layer in unit_layers])   # deep copies keep the hooks' masks
+    # registered as modules, so that a deep copy of the network gives its hooks the copied masks
+    net.unit_masks = nn.ModuleList([layer.mask for layer in unit_layers])
     net.classifier_path = head_path
     return net
 

@@ -153,7 +153,8 @@ def read_weights(file):
                         f"holds code is never run; {type(error).__name__}).") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v)
+                                              for k, v in state.items()):
         raise UserError(f"{path} does not hold a state dict (a mapping of names to tensors).")
     return state
 

@@ -44,10 +44,11 @@ MIN_CLUSTER = 20         # training images a cluster needs for a covariance of i
 
 
 def layer_grids(model, grid=2, first_grid=None):
-    """Per unit layer, the side of the grid its maps are averaged over (None: a dense layer)."""
+    """Per unit layer, the side of the grid its maps are averaged over (None: a vector or a token
+    sequence per image)."""
     grids, first = [], True
     for layer in model.unit_layers:
-        if layer.producers and isinstance(layer.producers[0], torch.nn.Conv2d):
+        if layer.map_dims == 4:
             grids.append(first_grid if first and first_grid else grid)
             first = False
         else:
@@ -83,6 +84,8 @@ def _pooled(activation, grid):
     activation = activation.relu()
     if activation.dim() == 4:
         activation = F.adaptive_avg_pool2d(activation, grid)
+    elif activation.dim() == 3:         # (N, units, tokens): one value per unit, the tokens' mean
+        activation = activation.mean(2)
     return activation.flatten(1)
 
 

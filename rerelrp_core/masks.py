@@ -71,8 +71,9 @@ class UnitOwnership:
 
 
 class Freezer:
-    """Holds parameters of frozen units, frozen head rows and ``whole`` parameters fixed across
-    optimiser steps.
+    """Holds parameters and BatchNorm statistics of frozen units, frozen head rows and ``whole``
+    tensors fixed across optimiser steps (BatchNorms keep training mode in every task, so the
+    statistics of free units follow the new task while frozen units' are put back).
 
     Call :meth:`restore` after every ``optimizer.step()``: the frozen entries get back exactly the
     values they had when the Freezer was made, whatever the gradient, momentum or weight decay did.
@@ -86,7 +87,7 @@ class Freezer:
             self._add(param.detach().view(-1), torch.ones(param.numel(), dtype=torch.bool))
         for layer, frozen in zip(model.unit_layers, frozen_units):
             if frozen.any():
-                for param in layer.unit_parameters():
+                for param in layer.unit_parameters() + layer.unit_statistics():
                     self._add(param, frozen)
         if frozen_head_rows.any():
             for param in (model.head.weight, model.head.bias):

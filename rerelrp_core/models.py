@@ -102,6 +102,11 @@ class UnitLayer:
         """The parameters that belong to units, each indexed by unit along dimension 0."""
         return [p for module in self.producers for p in (module.weight, module.bias) if p is not None]
 
+    def unit_statistics(self):
+        """The BatchNorm running statistics that belong to units, indexed by unit."""
+        return [b for module in self.producers if isinstance(module, nn.modules.batchnorm._BatchNorm)
+                for b in (module.running_mean, module.running_var) if b is not None]
+
 
 class ContinualNet(nn.Module):
     """A backbone of unit layers followed by one linear output layer whose rows are sliced per task."""
@@ -130,6 +135,13 @@ class ContinualNet(nn.Module):
         owned = {id(p) for layer in self.unit_layers for p in layer.unit_parameters()}
         owned |= {id(p) for p in self.head.parameters()}
         return [p for p in self.parameters() if id(p) not in owned]
+
+    def shared_statistics(self):
+        """BatchNorm running statistics of BatchNorms that follow no unit layer (DenseNet's
+        pre-activation BatchNorms): kept as the first task left them, like the shared parameters."""
+        owned = {id(b) for layer in self.unit_layers for b in layer.unit_statistics()}
+        return [b for bn in self.batchnorms() for b in (bn.running_mean, bn.running_var)
+                if b is not None and id(b) not in owned]
 
     def batchnorms(self):
         return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -39,7 +39,7 @@ from .task_recognition import TaskRecogniser
 from .tasks import TaskSpec
 
 FORMAT = "rerelrp-run"
-VERSION = 6
+VERSION = 7
 REQUIRED = {"format": str, "version": int, "config": dict, "split": dict, "dataset": str, "class_names": list,
             "input_shape": list, "tasks": list, "history": dict}
 
@@ -62,6 +62,9 @@ class Run:
     metrics: dict = field(default_factory=dict)
     snapshots: list = field(default_factory=list)   # float16 weights after each task (optional)
     device_note: str = None     # why the run opened on another device than it was trained on
+    # where the network came from: its model string, the weights file it started from and the
+    # SHA-256 of that file and of a user's model file (:func:`architecture_record`)
+    architecture: dict = None
 
     @property
     def tasks_done(self):
@@ -110,7 +113,8 @@ def save_run(run, out):
     state = {"format": FORMAT, "version": VERSION, "config": run.config.to_dict(), "split": vars(run.split),
              "dataset": run.dataset, "class_names": run.class_names, "input_shape": run.input_shape,
              "tasks": [task.to_dict() for task in run.tasks], "history": run.history,
-             "learner": learner.json_state()}
+             "learner": learner.json_state(),
+             "architecture": run.architecture or architecture_record(run.config)}
     (tmp / "run.json").write_text(json.dumps(state, indent=1))
     (tmp / "metrics.json").write_text(json.dumps(run.update_metrics(), indent=1))
     save_file({k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()},
@@ -170,10 +174,21 @@ def load_run(folder, device=None):
         raise UserError(f"{folder}: {error}.") from None
     run = Run(config, split, state["dataset"], state["class_names"], state["input_shape"], tasks,
               learner, state["history"], snapshots=_load_snapshots(folder, model, n_done),
-              device_note=note)
+              device_note=note, architecture=state["architecture"])
     if run.tasks_done:
         run.update_metrics()
     return run
+
+
+def architecture_record(config):
+    """What a run records of its network's origin: the model string (built-in name,
+    ``torchvision:NAME`` or ``PATH.py:FUNCTION``), the weights file, and SHA-256 digests of that file
+    and of the model's source file (None where there is none)."""
+    from .architectures import source_digest, weights_digest
+    weights = config.weights
+    return {"model": config.arch, "weights": weights, "input_size": config.input_size,
+            "weights_sha256": weights_digest(weights) if weights and Path(weights).is_file() else None,
+            "source_sha256": source_digest(config.arch)}
 
 
 def _rebuild_model(folder, config, input_shape, n_classes):
@@ -317,7 +332,18 @@ def _version5_to_6(state, tensors):
     return state, tensors
 
 
-MIGRATIONS = {1: _version1_to_2, 2: _version2_to_3, 3: _version3_to_4, 4: _version4_to_5, 5: _version5_to_6}
+def _version6_to_7(state, tensors):
+    """Version 7: a run records where its network came from (any image classifier can be adapted
+    now). Older runs used a built-in network, from random weights."""
+    arch = state["config"].get("arch", "cnn")
+    state["architecture"] = {"model": arch, "weights": None, "input_size": None, "weights_sha256": None,
+                             "source_sha256": None}
+    state["version"] = 7
+    return state, tensors
+
+
+MIGRATIONS = {1: _version1_to_2, 2: _version2_to_3, 3: _version3_to_4, 4: _version4_to_5, 5: _version5_to_6,
+              6: _version6_to_7}
 
 
 def _load_snapshots(folder, model, n_tasks):

@@ -9,7 +9,7 @@ from .evaluation import evaluator_for
 from .learners import make_learner
 from .models import build_model
 from .progress import Progress, Stage
-from .runs import Run
+from .runs import Run, architecture_record
 from .seeding import deterministic
 
 
@@ -19,7 +19,8 @@ def new_run(dataset, split, config, tasks):
                         weights=config.weights, input_size=config.input_size)
     learner = make_learner(model, config)
     return Run(config=config, split=split, dataset=dataset.name, class_names=list(dataset.class_names),
-               input_shape=list(dataset.input_shape), tasks=[t.spec for t in tasks], learner=learner)
+               input_shape=list(dataset.input_shape), tasks=[t.spec for t in tasks], learner=learner,
+               architecture=architecture_record(config))
 
 
 def train_sequence(dataset, split, config, progress=None, should_stop=None, on_task_end=None, run=None,

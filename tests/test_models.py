@@ -25,12 +25,14 @@ def test_torchvision_models_train_prune_and_freeze(arch, digits, digits_tasks):
     frozen = learner.ownership.frozen()
     before = [p.detach()[f].clone() for layer, f in zip(model.unit_layers, frozen)
               for p in layer.unit_parameters()]
-    stats = [bn.running_mean.clone() for bn in model.batchnorms()]
+    stats = [b[f].clone() for layer, f in zip(model.unit_layers, frozen) for b in layer.unit_statistics()]
     taw = learner.predict_taw(first.x_test, 0)
     learner.train_task(second)
     after = [p.detach()[f] for layer, f in zip(model.unit_layers, frozen) for p in layer.unit_parameters()]
     assert all(torch.equal(b, a) for b, a in zip(before, after))
-    assert all(torch.equal(s, bn.running_mean) for s, bn in zip(stats, model.batchnorms()))
+    # frozen units' BatchNorm statistics are put back; free units' follow the new task
+    now = [b[f] for layer, f in zip(model.unit_layers, frozen) for b in layer.unit_statistics()]
+    assert all(torch.equal(s, n) for s, n in zip(stats, now))
     assert torch.equal(learner.predict_taw(first.x_test, 0), taw)
 
 

@@ -4,8 +4,7 @@ import pytest
 import torch
 from zennit.composites import EpsilonPlusFlat
 
-from rerelrp_core.lrp_rules import composite_for
-from rerelrp_core.lrp_rules import canonizers_for
+from rerelrp_core.lrp_rules import canonizers_for, composite_for
 from rerelrp_core.models import build_model
 from rerelrp_core.relevance import (
     input_heatmap,

@@ -31,6 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_RUNS = ROOT / "assets" / "demo-runs"
 DEMO_RUN = DEMO_RUNS / "rerelrp"        # the one the app opens first
 RUNS_DIR = Path(os.environ.get("RERELRP_RUNS", ROOT / "runs"))
+# weights files a visitor may start a model from: only what the server's owner put here (the app
+# never runs code or reads files a visitor supplies)
+WEIGHTS_DIR = Path(os.environ.get("RERELRP_WEIGHTS", ROOT / "weights"))
+
+
+def weights_files():
+    """Weights files on the server, by name."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(f.name for f in WEIGHTS_DIR.iterdir() if f.suffix in (".safetensors", ".pt", ".pth"))
 ADMIN = os.environ.get("RERELRP_ADMIN", "").strip().lower() in ("1", "true", "yes")
 
 

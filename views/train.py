@@ -5,6 +5,7 @@ import uuid
 
 import streamlit as st
 
+from rerelrp_core.architectures import TORCHVISION, torchvision_names
 from rerelrp_core.archives import extract_image_zip
 from rerelrp_core.colour_sets import PAPER_SPLITS, present
 from rerelrp_core.config import TrainConfig, make_config
@@ -16,7 +17,7 @@ from rerelrp_core.registry import check_name, delete_run, list_runs, rename_run,
 from ui import figures
 from ui.jobs import QUEUE, TrainingJob
 from ui.report import run_report
-from ui.state import RUNS_DIR, may_manage, open_run, own_run
+from ui.state import RUNS_DIR, WEIGHTS_DIR, may_manage, open_run, own_run, weights_files
 
 COLOUR_SETS = {"cifar10": "CIFAR-10 (32×32 colour)", "cifar100": "CIFAR-100 (32×32 colour)",
                "svhn": "SVHN (32×32 colour digits)", "emnist-letters": "EMNIST letters (28×28)",
@@ -84,14 +85,22 @@ with st.form("train"):
     method = c3.selectbox("Method", sorted(LEARNERS), index=sorted(LEARNERS).index("rerelrp"),
                           help=METHOD_HELP)
     c4, c5, c6, c7 = st.columns(4)
-    arch = c4.selectbox("Model", list(ARCHITECTURES),
-                        help="cnn: fast default; vgg11/resnet18: torchvision models "
-                             "adapted to small inputs (slow on CPU).")
+    arch = c4.selectbox("Model", list(ARCHITECTURES) + [TORCHVISION + n for n in torchvision_names()],
+                        help="cnn: fast default; vgg11/resnet18: torchvision models adapted to small "
+                             "inputs; torchvision:NAME: any of torchvision's classification models, "
+                             "adapted as it is (deep ones are slow on a CPU: lower the learning rate).")
     epochs = c5.number_input("Max epochs per task", 1, 100, 5,
                              help="Early stopping on validation may stop sooner.")
     acc_drop = c6.number_input("acc_drop (points)", 0.0, 20.0, TrainConfig().acc_drop, 0.25,
                                help="How much validation accuracy pruning may cost each task.")
     seed = c7.number_input("Seed", 0, 10_000, 0)
+    c8, c9 = st.columns(2)
+    weights = c8.selectbox("Start from weights", [None] + weights_files(),
+                           format_func=lambda f: "random initialisation" if f is None else f,
+                           help=f"Weights files the server keeps in {WEIGHTS_DIR} (safetensors or .pt "
+                                "state dicts); the classifier's tensors are left out.")
+    input_size = c9.number_input("Resize images to (px, 0 = as they are)", 0, 512, 0,
+                                 help="For networks that need larger images (inception_v3: 75, vit: 224).")
     st.session_state.setdefault("run_name", time.strftime("run-%Y%m%d-%H%M%S"))
     name = st.text_input("Run name", key="run_name", help="Letters, digits, '.', '_' or '-'.")
     submitted = st.form_submit_button("Start training", type="primary",
@@ -107,7 +116,8 @@ if submitted:
             st.caption(f"Your data: {st.session_state['zip_summary']}")
         # runs trained here keep per-task snapshots: the Forgetting page's explanation drift needs them
         config = make_config(method=method, arch=arch, epochs=int(epochs), acc_drop=float(acc_drop),
-                             seed=int(seed), keep_snapshots=True)
+                             seed=int(seed), keep_snapshots=True, input_size=int(input_size) or None,
+                             weights=str(WEIGHTS_DIR / weights) if weights else None)
         paper = PAPER_SPLITS.get(dataset)
         sizes = paper if paper and len(paper) == int(n_tasks) else None
         split = SplitConfig(n_tasks=int(n_tasks), classes_per_task=sizes, seed=int(seed))

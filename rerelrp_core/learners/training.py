@@ -48,15 +48,14 @@ def fit_task(learner, task, progress=None, should_stop=None):
 
 def run_epoch(learner, x, rows, columns, optimizer, freezer, shuffle, task_index, should_stop):
     """One pass over the shuffled task data; returns the mean loss."""
-    set_train_mode(learner.model, task_index)
+    learner.model.train()      # BatchNorms too: see the note below
     order = torch.randperm(len(x), generator=shuffle)
     # the loss is summed and checked on the device, once per epoch: reading it every step would make a
     # GPU wait for every batch
     total, finite, count, batch_size = 0.0, True, 0, learner.config.batch_size
-    for start in range(0, len(x), batch_size):
+    for idx in batches(order, batch_size, bool(learner.model.batchnorms())):
         if should_stop and should_stop():
             raise Cancelled()
-        idx = order[start:start + batch_size]
         xb, yb = learner.mix_batch(x[idx].to(learner.device), rows[idx].to(learner.device))
         if learner.augmentation is not None:     # its seed comes from the shuffle: reproducible
             xb = learner.augmentation(xb, int(torch.randint(2 ** 31, (1,), generator=shuffle)))
@@ -74,10 +73,19 @@ def run_epoch(learner, x, rows, columns, optimizer, freezer, shuffle, task_index
     return float(total) / max(count, 1)
 
 
-def set_train_mode(model, task_index):
-    """Training mode, except BatchNorm statistics, which stay frozen after the first task
-    (later tasks must not shift the normalisation earlier subnetworks rely on)."""
-    model.train()
-    if task_index > 0:
-        for bn in model.batchnorms():
-            bn.eval()
+def batches(order, batch_size, batchnorm):
+    """``order`` cut into batches of ``batch_size``. With BatchNorms a last batch of one image joins
+    the one before: a BatchNorm over one value per channel (a 1x1 map in a deep network) makes its
+    running variance NaN, and every later prediction with it."""
+    cuts = list(range(0, len(order), batch_size))
+    if batchnorm and len(cuts) > 1 and len(order) - cuts[-1] == 1:
+        cuts.pop()
+    return [order[start:end] for start, end in zip(cuts, cuts[1:] + [len(order)])]
+
+
+# BatchNorms train in every task. With their statistics frozen after the first task (as before
+# 2026-12-07), a deep network's free units were normalised by the first task's variances (near 0 for
+# units it hardly used), which scaled their gradients up to 300-fold: torchvision's ResNet-18 diverged
+# within four steps at lr 0.01. Earlier subnetworks still see exactly the statistics they were
+# trained with: methods that protect units put frozen units' statistics back after every step
+# (:class:`~rerelrp_core.masks.Freezer`).
