@@ -165,3 +165,16 @@ def operations_for(model):
     """The function mode that gives functional sums, gates and activations their LRP rules during
     a forward pass of ``model`` (a context manager)."""
     return LRPOperations()
+
+
+# module types that no rule here covers: relevance crosses them as a plain gradient
+NO_RULE = (torch.nn.MultiheadAttention, torch.nn.LayerNorm, torch.nn.GroupNorm)
+
+
+def lrp_caveat(model):
+    """One sentence when ``model`` has layers whose relevance no LRP rule here covers, else None."""
+    kinds = sorted({type(m).__name__ for m in model.modules() if isinstance(m, NO_RULE)})
+    if not kinds:
+        return None
+    return (f"This network has {', '.join(kinds)} layers, which no LRP rule here covers (AttnLRP is not "
+            "implemented): relevance crosses them as a plain gradient, so its explanations do not conserve.")

@@ -6,6 +6,7 @@ import streamlit as st
 
 from rerelrp_core.errors import UserError
 from rerelrp_core.explain import prepare_upload
+from rerelrp_core.lrp_rules import lrp_caveat
 from ui import figures
 from ui.pathway_view import class_probabilities, graph_view
 from ui.state import ROOT, current_run, data_tasks, explanation, image_key, memo, pathway, references
@@ -284,6 +285,9 @@ st.caption("Each thumbnail is the input relevance that passes through that one u
            "(scaled per gap; red for the class, blue against). Click a unit to see what it responds to; "
            "click a class to explain it.")
 health = path.health
+caveat = lrp_caveat(run.model)
+if caveat:
+    st.warning(caveat)
 ratios = " · ".join(f"{h.name} {h.ratio:.0%}" for h in health.layers)
 if health.ok:
     st.caption(f"LRP health ✓ — relevance kept per layer, against the explained logit ({health.logit:+.2f}): "
