@@ -39,9 +39,10 @@ def per_class_draw(labels, n_classes, per_class, seed):
 
 
 def finite_scores(scores, layer, task):
-    """A layer's relevance scores with non-finite values counted as 0 (least relevant), said once
-    in the log. Seen on adapted EfficientNet-B0 and RegNet-Y runs on 32-px digits (not traced yet:
-    LRP overflowing in a depthwise/squeeze-excitation block is the suspect)."""
+    """A layer's relevance scores with non-finite values counted as 0 (least relevant), said in the
+    log: a network of the user's that overflows in LRP must still give a run that opens (the run
+    loader refuses non-finite rankings). Seen before BatchNorms were recalibrated after every epoch:
+    an adapted RegNet-Y-400MF whose eval-mode activations overflowed."""
     bad = ~torch.isfinite(scores)
     if bad.any():
         log.warning("Task %d: %d of %d units of %s got non-finite relevance; they rank as least relevant.",
