@@ -101,7 +101,7 @@ def measure(arch, size, data, args, device):
     seconds = time.perf_counter() - started
     epochs = sum(1 for _ in range(args.tasks)) * args.epochs
     return {**row, "s_per_epoch": round(run.learner.timing["train"] / epochs, 2), "run_s": round(seconds, 1),
-            "taw": round(run.metrics["avg_acc_taw"], 2), "tag": round(run.metrics["avg_acc_tag"], 2),
+            "taw": round(run.metrics["avg_acc_taw"][-1], 2), "tag": round(run.metrics["avg_acc_tag"][-1], 2),
             "forgetting_taw": run.metrics["forgetting_taw"],
             "conservation_trained": conservation(run.model, data.x_test[:8].to(device))}
 

@@ -95,6 +95,7 @@ class _PassRule(torch.autograd.Function):
 SUMS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__}
 IN_PLACE_SUMS = {torch.Tensor.add_, torch.Tensor.__iadd__}     # ``a += b`` arrives as ``add_``
 PRODUCTS = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__}
+GATES = {torch.sigmoid, torch.Tensor.sigmoid, F.hardsigmoid}   # their outputs gate: marked as such
 ACTIVATIONS = {F.relu, torch.relu, torch.Tensor.relu, F.relu6, F.hardtanh, F.gelu, F.silu, F.hardswish,
                F.hardsigmoid, torch.sigmoid, torch.Tensor.sigmoid, F.elu, F.leaky_relu, F.mish,
                F.softplus, torch.tanh, torch.Tensor.tanh}
@@ -115,7 +116,10 @@ class LRPOperations(TorchFunctionMode):
             if func in PRODUCTS and len(args) == 2 and not kwargs:
                 return _product(func, *args)
             if func in ACTIVATIONS and args and _traced(args[0]):
-                return _PassRule.apply(args[0], func, args[1:], kwargs)
+                out = _PassRule.apply(args[0], func, args[1:], kwargs)
+                if func in GATES:
+                    out.lrp_gate = True
+                return out
         return func(*args, **kwargs)
 
 
@@ -129,11 +133,25 @@ def _sum(func, a, b):
 
 
 def _product(func, a, b):
-    """A gate or a constant scale: the larger traced operand takes all relevance."""
-    a_first = torch.is_tensor(a) and (not torch.is_tensor(b) or a.numel() >= b.numel())
-    big, small = (a, b) if a_first else (b, a)
-    if not _traced(big) or (torch.is_tensor(small) and (
-            small.numel() == big.numel() and _traced(small)
-            or torch.broadcast_shapes(big.shape, small.shape) != big.shape)):
-        return func(a, b)       # two activations of the same size (attention-like): no rule of ours
-    return _GateRule.apply(big, small)
+    gated, gate = _gated_and_gate(a, b)
+    return func(a, b) if gated is None else _GateRule.apply(gated, gate)
+
+
+def _gated_and_gate(a, b):
+    """(what is gated, the gate) of ``a * b``, or (None, None) for a product of two activations of
+    the same size (attention-like; no rule of ours). The gate is a sigmoid's output where one is (a
+    squeeze-excitation gate on a 1x1 map is as large as what it gates), else the smaller operand or
+    a constant."""
+    for x, y in ((a, b), (b, a)):
+        if _traced(x) and getattr(y, "lrp_gate", False) and _fits(x, y):
+            return x, y
+    a_larger = torch.is_tensor(a) and (not torch.is_tensor(b) or a.numel() >= b.numel())
+    big, small = (a, b) if a_larger else (b, a)
+    if not _traced(big) or not _fits(big, small) or (_traced(small) and small.numel() == big.numel()):
+        return None, None
+    return big, small
+
+
+def _fits(x, y):
+    """Whether ``x * y`` has ``x``'s shape."""
+    return not torch.is_tensor(y) or x.shape == torch.broadcast_shapes(x.shape, y.shape)

@@ -84,10 +84,13 @@ class PathwayLayer:
     kept: np.ndarray        # (units,) bool: the unit belongs to the explaining subnetwork
     top: np.ndarray         # (k,) the units with rows: the most relevant kept units, strongest first
     heatmaps: np.ndarray    # (k, H, W) input relevance that flows through each top unit alone
-    flow: np.ndarray        # (k, units below): relevance reaching every unit of the layer below from
-    #                         top unit r alone; None for the first unit layer (see ``heatmaps``)
-    through: np.ndarray     # (H, W) input relevance that passes through this layer at all
+    flow: np.ndarray        # (k, units of layer ``below``): relevance reaching every unit of that layer
+    #                         from top unit r alone; None when no shown layer is below (see ``heatmaps``)
+    through: np.ndarray     # (H, W) input relevance that passes through this layer at all (zeros when
+    #                         the layer is not shown)
     cut: bool               # all of the input relevance passes through this layer (through == heatmap)
+    shown: bool = True      # the pathway shows this layer (it has rows in the pass)
+    below: int = None       # the next shown unit layer towards the input (None: the input)
 
 
 @dataclass
@@ -122,7 +125,7 @@ class Pathway:
     heatmap: np.ndarray         # (H, W) input relevance for the target (channels summed)
     layers: list                # PathwayLayer per unit layer, input side first
     class_rows: np.ndarray      # explained classes: the target, then (classes=True) the task's others
-    class_flow: np.ndarray      # (classes, units of the last layer): its relevance per class alone
+    class_flow: np.ndarray      # (classes, units of the last shown layer): its relevance per class alone
     class_heatmaps: np.ndarray  # (classes, H, W) input relevance per class
     edges: list                 # Edge list: the strongest flows, at most top_edges per upper node
     health: Health
@@ -147,7 +150,8 @@ class _Plan:
 # -- explain one image ------------------------------------------------------------------------
 
 
-def explain_pathway(learner, x, task, target=None, top_units=6, top_edges=4, classes=False, units=None):
+def explain_pathway(learner, x, task, target=None, top_units=6, top_edges=4, classes=False, units=None,
+                    layers=None):
     """The pathway of one image through task ``task``'s subnetwork, from one batched LRP pass.
 
     Parameters
@@ -172,6 +176,10 @@ def explain_pathway(learner, x, task, target=None, top_units=6, top_edges=4, cla
     units : list, optional
         Per unit layer, unit indices to give rows instead of the top units (a None entry keeps the
         automatic choice); e.g. every unit of a layer, to check completeness.
+    layers : list of int, optional
+        The unit layers the pathway shows (default: all): only they get through rows, top units,
+        heatmaps and edges, and edges join each shown layer to the next shown one below it, so a
+        deep network's pathway stays as small as the layers asked for. Health is judged on all.
 
     Returns
     -------
@@ -181,7 +189,8 @@ def explain_pathway(learner, x, task, target=None, top_units=6, top_edges=4, cla
     sizes = learner.model.layer_sizes()
     kept = [torch.ones(n, dtype=torch.bool) if masks is None else masks[i].detach().cpu() > 0
             for i, n in enumerate(sizes)]
-    plan = _plan(spec, target, kept, top_units, _explicit_units(units, sizes), classes)
+    shown = _shown_layers(layers, len(sizes))
+    plan = _plan(spec, target, kept, top_units, _explicit_units(units, sizes), classes, shown)
     grads, logits, features = _stacked_pass(learner.model, x.to(learner.device), masks, plan, spec)
     return _assemble(learner, spec, plan, grads, (logits, features), top_edges)
 
@@ -226,17 +235,30 @@ def _explicit_units(units, sizes):
     return fixed
 
 
-def _plan(spec, target, kept, top_units, fixed, classes):
-    """Rows: 0 = the target, then the other classes (if asked), one through row per layer, then
-    every layer's unit rows. Start rows still unknown (the prediction) are -1 until the forward."""
+def _shown_layers(layers, n_layers):
+    """The shown unit layers as a sorted list of indices (all for None), checked."""
+    if layers is None:
+        return list(range(n_layers))
+    shown = sorted({int(i) for i in layers if _whole(i) and 0 <= i < n_layers})
+    if not shown or len(shown) != len(set(layers)):
+        raise UserError(f"The layers to show must be unit layer indices from 0 to {n_layers - 1}; "
+                        f"got {layers!r}.")
+    return shown
+
+
+def _plan(spec, target, kept, top_units, fixed, classes, shown):
+    """Rows: 0 = the target, then the other classes (if asked), one through row per shown layer,
+    then every shown layer's unit rows. Start rows still unknown (the prediction) are -1 until the
+    forward."""
     n_classes = 1
     if classes:
         # a target outside the task's rows leaves all of the task's classes to explain
         n_classes += spec.n_classes - (target is None or spec.has_row(target))
-    counts = [len(f) if f is not None else min(top_units, int(k.sum())) for f, k in zip(fixed, kept)]
-    layer = ([NOT_GATED] * n_classes + list(range(len(kept)))
+    counts = [0 if i not in shown else len(f) if f is not None else min(top_units, int(k.sum()))
+              for i, (f, k) in enumerate(zip(fixed, kept))]
+    layer = ([NOT_GATED] * n_classes + list(shown)
              + [i for i, n in enumerate(counts) for _ in range(n)])
-    through = [False] * n_classes + [True] * len(kept) + [False] * sum(counts)
+    through = [False] * n_classes + [True] * len(shown) + [False] * sum(counts)
     start = [-1 if target is None else target] + [-1] * (len(layer) - 1)
     return _Plan(torch.tensor(start), torch.tensor(layer), torch.tensor(through), list(fixed), kept)
 
@@ -267,7 +289,8 @@ def _stacked_pass(model, x, masks, plan, spec):
             logits = modified.head(features)
             _start_rows(plan, spec, logits.detach())
             for i, record in enumerate(records):
-                handles.append(record.register_hook(_gate_hook(plan, i)))
+                if bool((plan.layer == i).any()):       # a layer not shown has no rows to rewrite
+                    handles.append(record.register_hook(_gate_hook(plan, i)))
             seed = torch.zeros_like(logits)
             rows = torch.nonzero(plan.layer == NOT_GATED).flatten()
             picked = (rows.to(seed.device), plan.start[rows].to(seed.device))
@@ -319,10 +342,12 @@ def _assemble(learner, spec, plan, grads, outputs, top_edges):
     logits, features = outputs
     units = [per_unit(g) for g in grads[:-1]]
     heat = grads[-1].sum(1)                 # (rows, H, W): channels summed
-    layers = [_layer(i, layer.name, owner, plan, units, heat)
+    shown = sorted(set(plan.layer[plan.through].tolist()))
+    below = dict(zip(shown, [None] + shown[:-1]))
+    layers = [_layer(i, layer.name, owner, plan, units, heat, below.get(i, False))
               for i, (layer, owner) in enumerate(zip(learner.model.unit_layers, learner.unit_owners()))]
     explained = torch.nonzero(plan.layer == NOT_GATED).flatten()
-    class_rows, class_flow = plan.start[explained].numpy(), units[-1][explained].numpy()
+    class_rows, class_flow = plan.start[explained].numpy(), units[shown[-1]][explained].numpy()
     target = int(plan.start[0])
     health = _health(learner.model.head, layers, float(grads[-1][0].sum()), float(logits[target]), features,
                      target)
@@ -344,30 +369,39 @@ def _health(head, layers, input_total, logit, features, target):
                         logit, bias, contributions, [layer.cut for layer in layers])
 
 
-def _layer(i, name, owner, plan, units, heat):
-    """Layer ``i``'s part of the stacked pass."""
+def _layer(i, name, owner, plan, units, heat, below):
+    """Layer ``i``'s part of the stacked pass; ``below`` is the next shown layer towards the input
+    (None: the input; False: layer ``i`` is not shown)."""
     at = plan.layer == i
     rows = torch.nonzero(at & ~plan.through).flatten()
-    through = heat[torch.nonzero(at & plan.through).flatten()[0]]
     top = plan.units[i] if plan.units[i] is not None else torch.zeros(0, dtype=torch.int64)
+    if below is False:
+        return PathwayLayer(name, units[i][0].numpy(), owner, plan.kept[i].numpy(), top[:0].numpy(),
+                            heat[rows].numpy(), None, np.zeros_like(heat[0].numpy()), False, shown=False)
+    through = heat[torch.nonzero(at & plan.through).flatten()[0]]
     # a cut passes every bit of the input relevance on (float tolerance of one backward pass)
     cut = bool(torch.allclose(through, heat[0], rtol=1e-4, atol=1e-5 * float(heat[0].abs().max()) + 1e-12))
+    flow = None if below is None else units[below][rows].numpy()
     return PathwayLayer(name, units[i][0].numpy(), owner, plan.kept[i].numpy(), top.numpy(),
-                        heat[rows].numpy(), units[i - 1][rows].numpy() if i else None, through.numpy(), cut)
+                        heat[rows].numpy(), flow, through.numpy(), cut, below=below)
 
 
 def _edges(layers, class_rows, class_flow, top_edges):
-    """The graph's edges: input <- each first-layer top unit, lower top units <- upper top units,
-    last-layer top units <- classes (the ``top_edges`` strongest per upper node)."""
-    first = layers[0]
-    edges = [Edge(INPUT, 0, 0, int(u), float(first.heatmaps[r].sum())) for r, u in enumerate(first.top)]
-    for i in range(1, len(layers)):
-        lower = layers[i - 1].top
+    """The graph's edges: input <- each top unit of the first shown layer, top units of each shown
+    layer <- top units of the next shown layer up, top units of the last shown layer <- classes
+    (the ``top_edges`` strongest per upper node)."""
+    shown = [i for i, layer in enumerate(layers) if layer.shown]
+    first = layers[shown[0]]
+    edges = [Edge(INPUT, 0, shown[0], int(u), float(first.heatmaps[r].sum()))
+             for r, u in enumerate(first.top)]
+    for i in shown[1:]:
+        below = layers[i].below
+        lower = layers[below].top
         for r, unit in enumerate(layers[i].top):
-            edges += _strongest(layers[i].flow[r, lower], lower, i - 1, (i, int(unit)), top_edges)
-    last = layers[-1].top
+            edges += _strongest(layers[i].flow[r, lower], lower, below, (i, int(unit)), top_edges)
+    last = layers[shown[-1]].top
     for flow, row in zip(class_flow, class_rows):
-        edges += _strongest(flow[last], last, len(layers) - 1, (len(layers), int(row)), top_edges)
+        edges += _strongest(flow[last], last, shown[-1], (len(layers), int(row)), top_edges)
     return edges
 
 

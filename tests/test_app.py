@@ -312,3 +312,42 @@ def test_cancel_then_resume_from_the_train_page(runs_dir):
         time.sleep(0.2)
     assert resumed.state == "finished", resumed.error
     assert resumed.run.tasks_done == 5 and (runs_dir / "resumed" / "run.json").exists()
+
+
+@pytest.fixture(scope="module")
+def deep_run(tmp_path_factory):
+    """A torchvision MobileNetV3-Small (53 unit layers) trained on two digit tasks, saved."""
+    from rerelrp_core.config import make_config
+    from rerelrp_core.data import SplitConfig, load_digits
+    from rerelrp_core.runs import save_run
+    from rerelrp_core.sequence import train_sequence
+    config = make_config(method="rerelrp", arch="torchvision:mobilenet_v3_small", input_size=32, epochs=2,
+                         lr=0.01, batch_size=32, ref_per_class=8, device="cpu")
+    run = train_sequence(load_digits(), SplitConfig(n_tasks=2, classes_per_task=[2, 2], seed=0), config)
+    return save_run(run, tmp_path_factory.mktemp("deep") / "mobilenet")
+
+
+def test_explore_a_torchvision_network_with_chosen_layers(runs_dir, deep_run):
+    """A deep network opens on the Explore page: the graph shows six of its 53 unit layers, the
+    reader can choose others, and a click on a deep unit shows what it sees."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    shutil.copytree(deep_run, runs_dir / "mobilenet")
+    at.session_state["run_path"] = str(runs_dir / "mobilenet")
+    at.switch_page("views/explore.py").run()
+    no_failures(at)
+    chooser = next(m for m in at.multiselect if m.label == "Layers in the graph")
+    assert len(chooser.value) == 6
+    names = open_run(deep_run).run.layer_names
+    shown = {d[0] for trace in pathway_figure(at)["data"] for d in trace.get("customdata", []) if d[0] >= 0}
+    assert shown <= set(chooser.value) and len(shown) >= 5
+    chooser.set_value([3, 20, 52]).run()
+    no_failures(at)
+    nodes = [d for trace in pathway_figure(at)["data"] for d in trace.get("customdata", []) if d[0] >= 0]
+    assert {layer for layer, _ in nodes} == {3, 20, 52}
+    layer, unit = next(n for n in nodes if n[0] == 20)
+    click(at, [layer, unit])
+    no_failures(at)
+    assert any(m.value.startswith(f"#### What {names[20]}/{unit} sees") for m in at.markdown)
+    assert any("LRP health" in c.value for c in list(at.caption) + list(at.warning))
+    shared = open_run(runs_dir / "mobilenet")      # the page started the unit's reference images
+    ui.state.references(shared, ui.state.run_tasks(shared.run)).thread.join(timeout=120)

@@ -231,6 +231,28 @@ def test_resnet_skip_paths_and_a_missing_canonizer(digits, digits_tasks, monkeyp
     assert not broken.health.ok and "canonizer" in broken.health.warning
 
 
+def test_chosen_layers_are_joined_to_each_other(digits, digits_tasks):
+    """With ``layers``, only those layers get rows: each one's flows reach the next chosen layer
+    below it (skipping the others); a chosen layer's unit heatmaps are those of the full pathway."""
+    model = build_model("resnet18", digits.input_shape, 6)
+    learner = make_learner(model, TrainConfig(method="finetune", arch="resnet18", device="cpu"))
+    learner.tasks = [t.spec for t in digits_tasks]
+    x = digits_tasks[0].x_test[:1]
+    full = explain_pathway(learner, x, 0, top_units=3)
+    part = explain_pathway(learner, x, 0, top_units=3, layers=[2, 9, 19])
+    assert [layer.shown for layer in part.layers].count(True) == 3
+    assert (part.layers[9].below, part.layers[19].below, part.layers[2].below) == (2, 9, None)
+    assert not part.layers[5].shown and len(part.layers[5].top) == 0
+    for i in (2, 9, 19):
+        assert np.array_equal(part.layers[i].top, full.layers[i].top)
+        assert close(part.layers[i].heatmaps, full.layers[i].heatmaps)
+    gaps = {(e.lower, e.upper) for e in part.edges if e.upper < len(part.layers)}
+    assert gaps == {(INPUT, 2), (2, 9), (9, 19)}
+    assert part.layers[9].flow.shape == (3, model.layer_sizes()[2])
+    with pytest.raises(UserError, match="layers to show"):
+        explain_pathway(learner, x, 0, layers=[0, 99])
+
+
 def test_health_judges_conservation():
     names, units = ["conv1", "fc1"], [np.array([1.0, 0.9]), np.array([1.5, 0.4])]
     healthy = check_health(names, units, 1.9, logit=2.0, bias=0.1)

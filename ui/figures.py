@@ -231,7 +231,7 @@ GRAPH_WIDTH, ROW_PX, THUMB_PX = 1150, 118, 62     # the pathway graph's geometry
 
 
 def pathway_graph(view):
-    """The pathway of one input, left to right: input -> top units of every unit layer -> the
+    """The pathway of one input, left to right: input -> top units of every shown unit layer -> the
     task's classes. Each unit is a thumbnail of the input relevance that flows through it alone,
     framed in the colour of the task that froze it; edges are relevance flows (red for, blue
     against), width scaled per gap. Unit and class nodes are clickable (customdata = (layer, unit)
@@ -243,15 +243,15 @@ def pathway_graph(view):
     rows = max([len(layer["top"]) for layer in layers] + [len(view["classes"]), 3])
     x_range, y_range = [-0.45, last + 0.75], [rows - 0.45, -1.0]
     geometry = _Geometry(x_range, y_range, GRAPH_WIDTH - 20, ROW_PX * (y_range[0] - y_range[1]))
-    positions = {(i, unit): (i + 1, r)
-                 for i, layer in enumerate(layers) for r, unit in enumerate(layer["top"])}
+    positions = {(layer["index"], unit): (column + 1, r)
+                 for column, layer in enumerate(layers) for r, unit in enumerate(layer["top"])}
     positions.update({(CLASS_NODE, node["row"]): (last, r) for r, node in enumerate(view["classes"])})
     positions[("input", 0)] = (0, 2)
     canvas = _Canvas()
     _edges(canvas, view["edges"], positions, geometry)
     _input_column(canvas, view, geometry)
-    for i, layer in enumerate(layers):
-        _unit_column(canvas, i, layer, view, geometry)
+    for column, layer in enumerate(layers):
+        _unit_column(canvas, column + 1, layer, view, geometry)
     _class_column(canvas, view, last)
     fig = go.Figure(data=canvas.traces)
     fig.update_layout(
@@ -333,8 +333,8 @@ def _input_column(fig, view, geometry):
                        text=f"heatmap, all units<br>total R = {view['heatmap_total']:+.2f}")
 
 
-def _unit_column(fig, i, layer, view, geometry):
-    x = i + 1
+def _unit_column(fig, x, layer, view, geometry):
+    i = layer["index"]
     _header(fig, x, layer["name"], layer["caption"])
     by_owner = {}
     for r, unit in enumerate(layer["top"]):

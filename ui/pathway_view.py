@@ -24,7 +24,7 @@ def graph_view(run, pathway, x, class_probs, other=None, selected=None):
     n_layers = len(pathway.layers)
     task = run.tasks[pathway.task]
     image = x[0].numpy()
-    layers = [_layer_view(i, layer, image) for i, layer in enumerate(pathway.layers)]
+    layers = [_layer_view(i, layer, image) for i, layer in enumerate(pathway.layers) if layer.shown]
     edges = [{"lower": node_key(e.lower, e.lower_unit, n_layers),
               "upper": node_key(e.upper, e.upper_unit, n_layers),
               "flow": e.relevance, "gap": e.lower} for e in pathway.edges]

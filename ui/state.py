@@ -292,14 +292,26 @@ def drift(shared, x, task, target_row):
     return memo(shared, (image_key(x), "drift", task, target_row), compute)
 
 
-def pathway(shared, x, task, target=None, units=None):
+def pathway(shared, x, task, target=None, units=None, layers=None):
     """:func:`~rerelrp_core.pathways.explain_pathway` of ``x`` through ``task``'s subnetwork, on a
-    borrowed replica, cached per run: the graph's (top 6 units per layer, every class of the task),
-    or only the given ``units`` (one unit's heatmap: the smallest pass)."""
+    borrowed replica, cached per run: the graph's (top 6 units per shown layer, every class of the
+    task), or only the given ``units`` (one unit's heatmap: the smallest pass). ``layers``: the
+    unit layers shown (None: all)."""
+    layers = None if layers is None else tuple(sorted(layers))
+
     def compute():
         with shared.borrow() as run:
             if units is not None:
-                return explain_pathway(run.learner, x, task, target, top_units=1, units=units)
-            return explain_pathway(run.learner, x, task, target, top_units=6, top_edges=4, classes=True)
+                return explain_pathway(run.learner, x, task, target, top_units=1, units=units, layers=layers)
+            return explain_pathway(run.learner, x, task, target, top_units=6, top_edges=4, classes=True,
+                                   layers=layers)
     frozen = None if units is None else tuple(None if u is None else tuple(u) for u in units)
-    return memo(shared, (image_key(x), "pathway", task, target, frozen), compute)
+    return memo(shared, (image_key(x), "pathway", task, target, frozen, layers), compute)
+
+
+def default_layers(n_layers, most=6):
+    """The unit layers a pathway shows at first: all of a small network, else ``most`` spread
+    evenly from the first to the last."""
+    if n_layers <= most + 2:
+        return None
+    return sorted({round(k * (n_layers - 1) / (most - 1)) for k in range(most)})

@@ -9,7 +9,17 @@ from rerelrp_core.explain import prepare_upload
 from rerelrp_core.lrp_rules import lrp_caveat
 from ui import figures
 from ui.pathway_view import class_probabilities, graph_view
-from ui.state import ROOT, current_run, data_tasks, explanation, image_key, memo, pathway, references
+from ui.state import (
+    ROOT,
+    current_run,
+    data_tasks,
+    default_layers,
+    explanation,
+    image_key,
+    memo,
+    pathway,
+    references,
+)
 
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
 SAMPLES = sorted((ROOT / "assets" / "samples").glob("*.png"))
@@ -159,7 +169,7 @@ if result["task_probs"] is not None:
                        width="stretch")
 
 # -- why this task -----------------------------------------------------------------------------
-decision = pathway(shared, x, recognised)
+decision = pathway(shared, x, recognised, layers=default_layers(len(run.layer_names)))
 
 
 def unit_name(layer, unit):
@@ -258,13 +268,19 @@ if has_masks:
                            help="Marks the units of this pathway that the other task's subnetwork uses too.")
 target = st.session_state.get("explore_target")
 target = target if target is not None and run.tasks[chosen].has_row(target) else None
-path = pathway(shared, x, chosen, target)
+shown = default_layers(len(run.layer_names))
+if shown is not None:       # a deep network: the reader picks the layers the graph shows
+    shown = st.multiselect("Layers in the graph", range(len(run.layer_names)), default=shown,
+                           format_func=lambda i: f"{i}: {run.layer_names[i]}", key="explore_layers",
+                           help=f"This network has {len(run.layer_names)} unit layers; the graph shows the "
+                                "ones chosen here, each joined to the next chosen one below it.") or shown
+path = pathway(shared, x, chosen, target, layers=shown)
 other = None
 if overlay is not None:
     other = (overlay, [m.numpy() > 0 for m in run.learner.task_masks(overlay)])
 class_probs = class_probabilities(path)
 selected = st.session_state.get("explore_unit")
-graph = cached_figure(("pathway", chosen, target, overlay, selected),
+graph = cached_figure(("pathway", chosen, target, overlay, selected, tuple(shown or ())),
                       lambda: figures.pathway_graph(graph_view(run, path, x, class_probs, other, selected)))
 event = st.plotly_chart(graph, on_select="rerun", selection_mode="points",
                         key="pathway", width="content", config={"displayModeBar": False})
@@ -306,7 +322,7 @@ def unit_heatmap(layer, unit):
 
     units = [None] * len(path.layers)
     units[layer] = [unit]
-    return pathway(shared, x, chosen, path.target, units).layers[layer].heatmaps[0]
+    return pathway(shared, x, chosen, path.target, units, layers=[layer]).layers[layer].heatmaps[0]
 
 
 def unit_view(layer, unit):
