@@ -100,14 +100,45 @@ def ablation_report(run, tasks, ablate_task=None, ablate_layer=None):
     return rows
 
 
-def ownership_shares(run):
-    """Per layer, the share of units each task owns (froze first) and the free share:
-    {layer name: {task: share, ..., FREE: share}}."""
-    out = {}
+def ownership_shares(run, by_stage=False):
+    """Per layer (or per stage, see :func:`stage_of`), the share of units each task owns (froze
+    first) and the free share: {name: {task: share, ..., FREE: share}}."""
+    groups = {}
     for name, owner in zip(run.layer_names, run.learner.unit_owners()):
+        groups.setdefault(stage_of(name) if by_stage else name, []).append(owner)
+    out = {}
+    for name, owners in groups.items():
+        owner = np.concatenate(owners)
         shares = {t: float(np.mean(owner == t)) for t in range(run.tasks_done)}
         shares[FREE] = float(np.mean(owner < 0))
         out[name] = shares
+    return out
+
+
+def stage_of(layer_name):
+    """The stage a unit layer belongs to, from its module path: the path up to its first part that
+    is or ends in a number (``features.3.block.1.0`` -> ``features.3``, ``layer2.0.conv1`` ->
+    ``layer2``, ``trunk_output.block2.block2-0.f.a.0`` -> ``trunk_output.block2``); a layer
+    without one is its own stage."""
+    parts = layer_name.split(".")
+    for i, part in enumerate(parts):
+        if part[-1:].isdigit():
+            return ".".join(parts[:i + 1])
+    return layer_name
+
+
+def free_by_stage(run, steps):
+    """The capacity history (per step, {layer: free share}) per stage, each stage's free share
+    weighted by its layers' units."""
+    sizes = dict(zip(run.layer_names, run.model.layer_sizes()))
+    out = []
+    for step in steps:
+        free, total = {}, {}
+        for layer, share in step.items():
+            stage = stage_of(layer)
+            free[stage] = free.get(stage, 0.0) + share * sizes.get(layer, 0)
+            total[stage] = total.get(stage, 0) + sizes.get(layer, 0)
+        out.append({stage: free[stage] / total[stage] for stage in free if total[stage]})
     return out
 
 

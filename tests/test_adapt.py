@@ -184,3 +184,12 @@ def test_a_run_whose_model_file_is_gone_says_so(digits, split, tmp_path):
     source.unlink()
     with pytest.raises(UserError, match=r"model .* cannot be built here: Model file .* does not exist"):
         load_run(tmp_path / "run")
+
+
+def test_stages_group_layers_by_module_path():
+    from rerelrp_core.explain import stage_of
+    assert stage_of("features.3.block.1.0") == "features.3"
+    assert stage_of("layer2.0.conv1") == "layer2"
+    assert stage_of("trunk_output.block2.block2-0.f.a.0") == "trunk_output.block2"
+    assert stage_of("features.denseblock2.denselayer3.conv1") == "features.denseblock2"
+    assert stage_of("fc") == "fc"

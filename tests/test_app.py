@@ -351,3 +351,21 @@ def test_explore_a_torchvision_network_with_chosen_layers(runs_dir, deep_run):
     assert any("LRP health" in c.value for c in list(at.caption) + list(at.warning))
     shared = open_run(runs_dir / "mobilenet")      # the page started the unit's reference images
     ui.state.references(shared, ui.state.run_tasks(shared.run)).thread.join(timeout=120)
+
+
+def test_masking_groups_a_deep_network_by_stage(runs_dir, deep_run):
+    """53 unit layers: capacity bars per stage by default, one per layer on request."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    shutil.copytree(deep_run, runs_dir / "mobilenet")
+    at.session_state["run_path"] = str(runs_dir / "mobilenet")
+    at.switch_page("views/masking.py").run()
+    no_failures(at)
+
+    def capacity_bars():
+        chart = next(c for c in at.get("plotly_chart") if "Units owned per" in c.proto.spec)
+        return json.loads(chart.proto.spec)["data"][0]["x"]
+    stages = capacity_bars()
+    assert "features.4" in stages and len(stages) < 20
+    next(t for t in at.toggle if t.label == "One bar per layer").set_value(True).run()
+    no_failures(at)
+    assert len(capacity_bars()) == 53

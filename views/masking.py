@@ -2,7 +2,13 @@
 import streamlit as st
 
 from rerelrp_core.errors import UserError
-from rerelrp_core.explain import ablation_report, masking_report, ownership_shares, reuse_matrix
+from rerelrp_core.explain import (
+    ablation_report,
+    free_by_stage,
+    masking_report,
+    ownership_shares,
+    reuse_matrix,
+)
 from rerelrp_core.pruning import level_for
 from ui import figures
 from ui.glossary import TERMS
@@ -45,9 +51,15 @@ else:
         st.error(str(error))
 
 st.subheader("Capacity and reuse")
+# a deep network's 20-300 unit layers, one bar or line each, are grouped by stage unless asked otherwise
+by_stage = len(run.layer_names) > 12 and not st.toggle(
+    "One bar per layer", False, help=f"This network has {len(run.layer_names)} unit layers; by default they "
+                                     "are grouped by stage (the module path up to its first number).")
+per = "stage" if by_stage else "layer"
 left, right = st.columns(2)
-left.plotly_chart(figures.stacked_shares(ownership_shares(run), "Units owned per task and free, per layer",
-                                         "share of units"), width="stretch")
+left.plotly_chart(figures.stacked_shares(ownership_shares(run, by_stage),
+                                         f"Units owned per task and free, per {per}", "share of units"),
+                  width="stretch")
 reuse = reuse_matrix(run)
 if reuse is None:
     right.caption("This method has no subnetworks, so nothing is frozen or reused.")
@@ -57,9 +69,10 @@ else:
                   "a later task builds on (frozen earlier, reused read-only); on it, what the task froze "
                   "itself.")
 if run.metrics.get("capacity"):
-    steps = run.metrics["capacity"]
-    st.plotly_chart(figures.curves({layer: [100 * step[layer] for step in steps] for layer in steps[0]},
-                                   "Free units per layer after each task", "free units (%)"), width="stretch")
+    steps = free_by_stage(run, run.metrics["capacity"]) if by_stage else run.metrics["capacity"]
+    free = {layer: [100 * step[layer] for step in steps] for layer in steps[0]}
+    st.plotly_chart(figures.curves(free, f"Free units per {per} after each task", "free units (%)"),
+                    width="stretch")
 
 st.subheader("The stability–plasticity trade-off, live")
 if run.learner.ownership is None:
