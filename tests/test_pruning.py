@@ -46,15 +46,33 @@ def test_max_keep_fraction_caps_what_a_task_keeps():
 def test_claim_cap_leaves_free_units_and_keeps_what_is_reused():
     scores = [torch.arange(10.0), torch.arange(4.0)]
     free = [torch.tensor([True] * 8 + [False] * 2), torch.tensor([False, True, True, True])]
-    # accuracy falls if anything is pruned: without a cap the task would keep every unit
+    keep = cap_claims([torch.ones(10, dtype=torch.bool), torch.ones(4, dtype=torch.bool)], scores, free, 0.5)
+    assert (keep[0] & free[0]).sum() == 4 and keep[0][8:].all()      # 4 of 8 free, both reused kept
+    assert keep[0][4:8].all()                                        # the most relevant new ones
+    assert (keep[1] & free[1]).sum() == 1 and keep[1][0] and keep[1][3]
+
+
+def test_a_cap_that_breaks_acc_drop_leaves_one_free_unit_per_layer():
+    """Accuracy falls if anything is pruned: the 0.5 cap would cost 50 points, so the least cap that
+    leaves every layer a free unit is applied instead (even though it costs as much)."""
+    scores = [torch.arange(10.0), torch.arange(4.0)]
+    free = [torch.tensor([True] * 8 + [False] * 2), torch.tensor([False, True, True, True])]
     result = search_pruning(scores, lambda keep, at_least: 100.0 if all(k.all() for k in keep) else 50.0,
                             100.0, acc_drop=1.0, free=free, max_claim_fraction=0.5)
     layer0, layer1 = result.keep
-    assert (layer0 & free[0]).sum() == 4 and layer0[8:].all()        # 4 of 8 free, both reused kept
-    assert layer0[4:8].all()                                         # the most relevant new ones
-    assert (layer1 & free[1]).sum() == 1 and layer1[0] and layer1[3]
-    assert result.accuracy == 50.0 and result.n_pruned == 6          # measured after the cap
-    assert result.capped == 6
+    assert (layer0 & free[0]).sum() == 7 and not layer0[0] and layer0[8:].all()
+    assert (layer1 & free[1]).sum() == 2 and not layer1[1] and layer1[0]
+    assert result.accuracy == 50.0 and result.n_pruned == 2 and result.capped == 2
+
+
+def test_a_cap_is_skipped_where_one_free_unit_per_layer_is_left_anyway():
+    """Accuracy needs 8 kept units: the 0.5 cap would take one more, and every layer keeps a free
+    unit without it, so the task keeps what the search chose, within acc_drop."""
+    scores = [torch.arange(10.0), torch.arange(4.0)]
+    free = [torch.tensor([True] * 8 + [False] * 2), torch.tensor([False, True, True, True])]
+    result = search_pruning(scores, lambda keep, at_least: 100.0 if sum(k.sum() for k in keep) >= 8 else 50.0,
+                            100.0, acc_drop=1.0, free=free, max_claim_fraction=0.5)
+    assert sum(int(k.sum()) for k in result.keep) == 8 and result.accuracy == 100.0 and result.capped == 0
 
 
 def test_claim_cap_keeps_one_unit_in_a_layer_it_empties():
