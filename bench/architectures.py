@@ -1,10 +1,12 @@
 """Architectures benchmark: the smallest member of every torchvision family (and a user's own module
 through PATH.py:FUNCTION) adapted, trained and explained on Split MNIST-5k resized to the family's
 input size. One row per family: parameters, unit layers, units, seconds per epoch, LRP time over one
-plain forward+backward, conservation, and TAw / TAg / TAw forgetting after a short sequence.
+plain forward+backward, conservation, and TAw / TAg / TAw forgetting after a short sequence
+(ReReLRP, lr 0.01, batch 32, no learning-rate decay; seconds per epoch include the validation and
+BatchNorm passes of each epoch).
 
-    .venv/bin/python bench/architectures.py [--families resnet mobilenet_v3 ...] [--per-class 60]
-        [--tasks 2] [--epochs 2] [--device cpu|cuda] [--name architectures]
+    .venv/bin/python bench/architectures.py [--families resnet mobilenet_v3 ...] [--per-class 150]
+        [--per-class-large 30] [--tasks 2] [--epochs 3] [--device cpu|cuda] [--name architectures]
 
 Conservation is the share of the relevance entering the backbone (at the head's input) that
 reaches the input image, over 8 test images: first on the untrained network with BatchNorm
@@ -54,9 +56,11 @@ FAMILIES = {
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
-    parser.add_argument("--per-class", type=int, default=60, help="training images per class")
+    parser.add_argument("--per-class", type=int, default=150, help="training images per class")
+    parser.add_argument("--per-class-large", type=int, default=30,
+                        help="training images per class for families that need 128 px or more")
     parser.add_argument("--tasks", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--name", default="architectures")
@@ -64,12 +68,14 @@ def main():
     device = resolve_device(args.device)
     meta = machine(device)
     print(meta, flush=True)
-    data = subsample(load_dataset("mnist5k"), args.per_class)
+    full = load_dataset("mnist5k")
     rows = []
     for family in args.families:
         arch, size = FAMILIES[family]
+        per_class = args.per_class_large if (size or 28) >= 128 else args.per_class
+        data = subsample(full, per_class)
         try:
-            rows.append({"family": family, "model": arch, "input_px": size or 28,
+            rows.append({"family": family, "model": arch, "input_px": size or 28, "per_class": per_class,
                          **measure(arch, size, data, args, device)})
         except UserError as error:
             rows.append({"family": family, "model": arch, "input_px": size or 28, "error": str(error)})
@@ -99,8 +105,8 @@ def measure(arch, size, data, args, device):
     started = time.perf_counter()
     run = train_sequence(data, split, config)
     seconds = time.perf_counter() - started
-    epochs = sum(1 for _ in range(args.tasks)) * args.epochs
-    return {**row, "s_per_epoch": round(run.learner.timing["train"] / epochs, 2), "run_s": round(seconds, 1),
+    return {**row, "s_per_epoch": round(run.learner.timing["train"] / (args.tasks * args.epochs), 2),
+            "run_s": round(seconds, 1),
             "taw": round(run.metrics["avg_acc_taw"][-1], 2), "tag": round(run.metrics["avg_acc_tag"][-1], 2),
             "forgetting_taw": run.metrics["forgetting_taw"],
             "conservation_trained": conservation(run.model, data.x_test[:8].to(device))}
