@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from tqdm import tqdm
@@ -27,6 +28,19 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="rerelrp", description="ReReLRP continual learning engine.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a task sequence and write OUT/metrics.json")
+    add_data_options(train)
+    add_model_options(train)
+    add_training_options(train)
+    add_run_options(train)
+    add_sweep_command(commands)
+    show = commands.add_parser("show", help="print the metrics table of a saved run")
+    show.add_argument("run", help="run folder")
+    show.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's own device when this "
+                                       "machine has it, else the CPU)")
+    return parser
+
+
+def add_data_options(train):
     train.add_argument("--dataset", default="fashion-mnist",
                        help=f"{', '.join(dataset_names())}, or folder:PATH (one sub-folder per class; "
                             "folder-32-rgb:PATH keeps colour at 32 px)")
@@ -41,7 +55,9 @@ def build_parser():
                        help="classes in each task (default: even split)")
     train.add_argument("--class-order", type=int, nargs="+",
                        help="class ids in task order (default 0, 1, ...)")
-    train.add_argument("--method", default="rerelrp", choices=sorted(LEARNERS))
+
+
+def add_model_options(train):
     train.add_argument("--model", default="cnn",
                        help=f"{', '.join(ARCHITECTURES)} (built in), torchvision:NAME (any of torchvision's "
                             "classification models) or PATH.py:FUNCTION (a function of yours that returns an "
@@ -51,40 +67,55 @@ def build_parser():
     train.add_argument("--input-size", type=int,
                        help="resize images to this square size inside the model (for networks that need "
                             "larger inputs, e.g. 75 for inception_v3)")
-    defaults = TrainConfig()
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--lr", type=float, default=defaults.lr)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--acc-drop", type=float,
-                       help="accuracy points pruning may cost (default 0.25; 1, the paper's, with "
-                            "--recognition faithful or forest)")
-    train.add_argument("--ref-per-class", type=int, default=defaults.ref_per_class)
-    train.add_argument("--loss-scope", default=defaults.loss_scope, choices=["task", "seen"])
-    train.add_argument("--max-keep-fraction", type=float, help="cap on the share of units one task may keep")
-    train.add_argument("--max-claim-fraction", type=float,
-                       help="largest share of each layer's free units one task may freeze "
-                            "(default 0.75; 1 = no cap, as in the paper)")
-    train.add_argument("--reinit-free", action="store_true", help="re-initialise free units before each task")
-    train.add_argument("--augment", choices=["auto", "none", "crop-flip"],
-                       help="training augmentation (default auto: pad 4, random resized crop and flip for "
-                            "CIFAR-10/100 and SVHN, as in the paper; none otherwise)")
-    train.add_argument("--reg-strength", type=float,
-                       help="ewc / lwf regularisation weight "
-                            "(default: EWC 50000, LwF 0.5, chosen on validation)")
-    train.add_argument("--memory", type=int, default=defaults.memory,
-                       help="icarl's and replay's image buffer size")
+
+
+# flag -> (type, help) of every training option; defaults come from TrainConfig (None: its own)
+TRAINING_OPTIONS = {
+    "--method": (str, f"one of {', '.join(sorted(LEARNERS))} (default rerelrp)"),
+    "--epochs": (int, "maximum epochs per task (early stopping may end sooner)"),
+    "--lr": (float, "SGD learning rate (deep networks from scratch want about 0.01)"),
+    "--batch-size": (int, None),
+    "--acc-drop": (float, "accuracy points pruning may cost (default 0.25; 1, the paper's, with "
+                          "--recognition faithful or forest)"),
+    "--ref-per-class": (int, None),
+    "--loss-scope": (str, "task or seen"),
+    "--max-keep-fraction": (float, "cap on the share of units one task may keep"),
+    "--max-claim-fraction": (float, "largest share of each layer's free units one task may freeze "
+                                    "(default 0.75; 1 = no cap, as in the paper)"),
+    "--reinit-free": (bool, "re-initialise free units before each task"),
+    "--augment": (str, "auto, none or crop-flip (default auto: pad 4, random resized crop and flip for "
+                       "CIFAR-10/100 and SVHN, as in the paper; none otherwise)"),
+    "--reg-strength": (float, "ewc / lwf regularisation weight (default: EWC 50000, LwF 0.5, chosen on "
+                              "validation)"),
+    "--memory": (int, "icarl's and replay's image buffer size"),
+    "--seed": (int, None),
+    "--device": (str, "auto (the default), cpu, cuda or cuda:N; with --resume: the device the run was "
+                      "trained with when this machine has it"),
+}
+
+
+def add_training_options(train):
+    """Every TrainConfig option with a flag; values are checked where the config is built."""
+    for flag, (kind, text) in TRAINING_OPTIONS.items():
+        if kind is bool:
+            train.add_argument(flag, action="store_true", help=text)
+        else:
+            train.add_argument(flag, type=kind, help=text)
     train.add_argument("--recognition", default="ours", choices=sorted(RECOGNITION_PRESETS),
                        help="task recognition: 'ours' (class Gaussians in the first task's subnetwork), "
                             "'faithful' (the paper's relevance forests) or 'forest' (the forests with "
                             "more context and data)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", help="auto (the default), cpu, cuda or cuda:N; with --resume: the "
-                                        "device the run was trained with when this machine has it")
+
+
+def add_run_options(train):
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last finished task (a checkpoint is written "
                             "after every task)")
+
+
+def add_sweep_command(commands):
     sweep = commands.add_parser("sweep", help="every method x seed x setting as a Ray task, one run folder "
                                               "each, with DIR/summary.csv and .json")
     sweep.add_argument("--dataset", required=True)
@@ -100,21 +131,14 @@ def build_parser():
     sweep.add_argument("--gpus-per-run", type=float, default=0)
     sweep.add_argument("--data-dir")
     sweep.add_argument("--quiet", action="store_true")
-    show = commands.add_parser("show", help="print the metrics table of a saved run")
-    show.add_argument("run", help="run folder")
-    show.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's own device when this "
-                                       "machine has it, else the CPU)")
-    return parser
 
 
 def config_from_args(args):
-    return make_config(method=args.method, arch=args.model, weights=args.weights, input_size=args.input_size,
-                       epochs=args.epochs, lr=args.lr,
-                       batch_size=args.batch_size, acc_drop=args.acc_drop, ref_per_class=args.ref_per_class,
-                       loss_scope=args.loss_scope, max_keep_fraction=args.max_keep_fraction,
-                       max_claim_fraction=args.max_claim_fraction,
-                       reinit_free=args.reinit_free, augment=args.augment, seed=args.seed, device=args.device,
-                       reg_strength=args.reg_strength, memory=args.memory, recognition=args.recognition)
+    """The TrainConfig of the parsed ``train`` arguments: every field with a flag, by that flag
+    (options left out take their defaults in make_config)."""
+    options = {f.name: getattr(args, f.metadata["flag"][2:].replace("-", "_"))
+               for f in fields(TrainConfig) if f.metadata.get("flag") and f.name != "recognition"}
+    return make_config(recognition=args.recognition, **options)
 
 
 class ProgressBars:
@@ -179,10 +203,10 @@ def command_train(args):
         if (out / "run.json").exists():
             raise UserError(f"{out} already holds a run; "
                             "pass --resume to continue it or choose another --out.")
+        config, dataset_name = config_from_args(args), args.dataset
         n_tasks, sizes = default_split(args.dataset, args.tasks, args.classes_per_task)
         split = SplitConfig(n_tasks=n_tasks, classes_per_task=sizes, class_order=args.class_order,
-                            seed=args.seed)
-        config, dataset_name = config_from_args(args), args.dataset
+                            seed=config.seed)
     kwargs = {"download": True} if args.download else {}
     dataset = load_dataset(dataset_name, data_dir=args.data_dir, **kwargs)
     bars = ProgressBars(split.n_tasks, enabled=not args.quiet)
