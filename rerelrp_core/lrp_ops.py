@@ -13,7 +13,9 @@ forward, :class:`LRPOperations` (a torch function mode) gives these operations t
   gate, a layer scale) or a constant: the gate is treated as a fixed weight, all relevance goes to
   the activation;
 * an elementwise activation: relevance passes through unchanged (zennit's ``Pass``, as its
-  composites treat activation modules).
+  composites treat activation modules);
+* a LayerNorm or GroupNorm: relevance passes through unchanged (the identity rule AttnLRP,
+  Achtibat et al. 2024, gives normalisation layers: centring and scaling redistribute nothing).
 
 Outside the forward pass (zennit's rules compute in the backward pass with the same operations)
 the mode changes nothing.
@@ -95,6 +97,7 @@ class _PassRule(torch.autograd.Function):
 SUMS = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__}
 IN_PLACE_SUMS = {torch.Tensor.add_, torch.Tensor.__iadd__}     # ``a += b`` arrives as ``add_``
 PRODUCTS = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__}
+NORMS = {F.layer_norm, F.group_norm}
 GATES = {torch.sigmoid, torch.Tensor.sigmoid, F.hardsigmoid}   # their outputs gate: marked as such
 ACTIVATIONS = {F.relu, torch.relu, torch.Tensor.relu, F.relu6, F.hardtanh, F.gelu, F.silu, F.hardswish,
                F.hardsigmoid, torch.sigmoid, torch.Tensor.sigmoid, F.elu, F.leaky_relu, F.mish,
@@ -115,7 +118,7 @@ class LRPOperations(TorchFunctionMode):
                 return _sum(func, *args)
             if func in PRODUCTS and len(args) == 2 and not kwargs:
                 return _product(func, *args)
-            if func in ACTIVATIONS and args and _traced(args[0]):
+            if func in ACTIVATIONS | NORMS and args and _traced(args[0]):
                 out = _PassRule.apply(args[0], func, args[1:], kwargs)
                 if func in GATES:
                     out.lrp_gate = True

@@ -168,13 +168,16 @@ def operations_for(model):
 
 
 # module types that no rule here covers: relevance crosses them as a plain gradient
-NO_RULE = (torch.nn.MultiheadAttention, torch.nn.LayerNorm, torch.nn.GroupNorm)
+NO_RULE = (torch.nn.MultiheadAttention,)
 
 
 def lrp_caveat(model):
-    """One sentence when ``model`` has layers whose relevance no LRP rule here covers, else None."""
-    kinds = sorted({type(m).__name__ for m in model.modules() if isinstance(m, NO_RULE)})
+    """One sentence when ``model`` has layers whose relevance no LRP rule here covers, or attention
+    written as plain matrix products (Swin, MaxViT), else None."""
+    kinds = {type(m).__name__ for m in model.modules() if isinstance(m, NO_RULE)}
+    kinds |= {type(m).__name__ for m in model.modules() if "Attention" in type(m).__name__}
     if not kinds:
         return None
-    return (f"This network has {', '.join(kinds)} layers, which no LRP rule here covers (AttnLRP is not "
-            "implemented): relevance crosses them as a plain gradient, so its explanations do not conserve.")
+    return (f"This network has attention ({', '.join(sorted(kinds))}), for which no LRP rule is implemented "
+            "here (AttnLRP's is not): relevance crosses it as a plain gradient, so its explanations do not "
+            "conserve.")

@@ -26,7 +26,7 @@ OWN = str(Path(__file__).parent / "models" / "own_net.py")
 
 # family -> the least share of the relevance entering the backbone that reaches the input, for the
 # untrained network with BatchNorm statistics of real digits at 32 px (measured 2026-12-07: 1.000,
-# 1.000, 0.048, 1.150, 1.000, 0.027; bench/architectures.py measures every family). Depthwise
+# 1.000, 0.048, 1.150, 1.000, 0.027, 1.000; bench/architectures.py measures every family). Depthwise
 # networks lose relevance where a unit's output is made by its bias alone (z+ has nothing to give
 # it to); growth beyond GROWTH_LIMIT would be a broken rule.
 FAMILIES = {
@@ -36,6 +36,7 @@ FAMILIES = {
     "torchvision:regnet_y_400mf": 0.9,
     "torchvision:squeezenet1_1": 0.95,
     "torchvision:efficientnet_b0": 0.01,
+    "torchvision:convnext_tiny": 0.95,       # LayerNorms, layer scales: shared parameters
 }
 
 
@@ -67,7 +68,7 @@ def unit_values(model, keep, shared):
     return values + [p.detach().clone() for p in shared]
 
 
-@pytest.mark.parametrize("arch", list(FAMILIES))
+@pytest.mark.parametrize("arch", [arch for arch in FAMILIES if "convnext" not in arch])   # 70 s: bench only
 def test_family_trains_with_exact_protection(arch, digits, split, tmp_path, caplog):
     size = 32 if arch.startswith("torchvision") else None
     config = make_config(method="rerelrp", arch=arch, input_size=size, epochs=2, lr=0.01, batch_size=32,

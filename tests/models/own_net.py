@@ -1,6 +1,6 @@
 """A user's own network, as the engine meets it through ``--model tests/models/own_net.py:build``:
-a residual block with BatchNorms and an in-place sum, a squeeze-excitation gate and functional
-activations in a hand-written forward, and a Linear classifier."""
+a residual block with BatchNorms and an in-place sum, a squeeze-excitation gate, a layer scale, a
+LayerNorm and functional activations in a hand-written forward, and a Linear classifier."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,15 +27,17 @@ class OwnNet(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
         self.gate = Gate(channels)
+        self.layer_scale = nn.Parameter(torch.full((channels, 1, 1), 0.5))
+        self.norm = nn.LayerNorm(channels)
         self.fc = nn.Linear(channels, classes)
 
     def forward(self, x):
         x = F.relu(self.stem_bn(self.stem(x)))
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.gate(self.bn2(self.conv2(out)))
+        out = self.layer_scale * self.gate(self.bn2(self.conv2(out)))
         out += x
         out = F.relu(out)
-        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        return self.fc(self.norm(F.adaptive_avg_pool2d(out, 1).flatten(1)))
 
 
 def build():
