@@ -87,6 +87,8 @@ def test_family_trains_with_exact_protection(arch, digits, split, tmp_path, capl
     current = unit_values(run.model, keep, run.model.shared_parameters())
     for before, now in zip(after_first["values"], current):
         assert torch.equal(before, now)
+    # trained, the relevance may shrink (biases) but never grows beyond what a working rule allows
+    assert abs(conservation(run.model, digits.x_test[:8])) <= GROWTH_LIMIT
     x = digits.x_test[:16]
     save_run(run, tmp_path / "run")
     again = load_run(tmp_path / "run", device="cpu")
