@@ -96,11 +96,12 @@ def measure(arch, size, data, args, device):
     calibrate(model, data.x_train[:128].to(device))
     row = {"params_M": round(parameter_count(model) / 1e6, 2), "unit_layers": len(model.unit_layers),
            "units": sum(model.layer_sizes()),
-           "lrp_over_fwd_bwd": lrp_ratio(model, data.x_test[:32].to(device)),
+           "lrp_over_fwd_bwd": lrp_ratio(model, data.x_test[:32 if (size or 28) < 128 else 8].to(device)),
            "conservation_untrained": conservation(model, data.x_test[:8].to(device)),
            "lrp_caveat": lrp_caveat(model) or ""}
     config = make_config(method="rerelrp", arch=arch, input_size=size, epochs=args.epochs, lr=args.lr,
-                         batch_size=32, ref_per_class=20, device=str(device), max_decays=0)
+                         batch_size=32, ref_per_class=20, device=str(device), max_decays=0,
+                         relevance_batch=256 if (size or 28) < 128 else 16)
     split = SplitConfig(n_tasks=args.tasks, classes_per_task=[2] * args.tasks, seed=0)
     started = time.perf_counter()
     run = train_sequence(data, split, config)
