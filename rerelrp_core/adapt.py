@@ -21,6 +21,8 @@ import logging
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
 
 from .errors import UserError
 from .models import ContinualNet, UnitLayer, UnitMask
@@ -102,14 +104,17 @@ def expected_channels(module):
     return None
 
 
-class _Trace:
-    """What one probe forward shows: the unit layers in call order with their outputs, the module
-    each output goes into first when it is a BatchNorm, and the model's output."""
+class _Trace(TorchFunctionMode):
+    """What one probe forward shows: the unit layers in call order with their outputs, the
+    BatchNorms each output goes into, and how many operations use each output (as a torch
+    function mode it sees every operation, functional ones included)."""
 
     def __init__(self, module):
+        super().__init__()
         self.names = {m: name for name, m in module.named_modules()}
         self.calls = []          # (module, output) of every Conv2d / Linear call, in order
         self.bn_inputs = []      # (BatchNorm, its input) of every BatchNorm call, inputs kept alive
+        self.uses = {}           # id(unit output) -> operations that computed a tensor from it
         self.handles = []
         for m in module.modules():
             if isinstance(m, UNIT_TYPES):
@@ -119,18 +124,31 @@ class _Trace:
             elif isinstance(m, UNMASKABLE):
                 self.handles.append(m.register_forward_hook(self._unmaskable))
 
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if any(torch.is_tensor(r) for r in tree_leaves(result)):      # not .dim(), .size(), ...
+            for value in tree_leaves((args, kwargs)):
+                if torch.is_tensor(value) and id(value) in self.uses:
+                    self.uses[id(value)] += 1
+        return result
+
     def _unit_called(self, module, args, output):
         if any(m is module for m, _ in self.calls):
             raise UserError(f"Module '{self.names[module]}' is called more than once per forward pass; "
                             "its units cannot have one mask each.")
         self.calls.append((module, output))
+        self.uses[id(output)] = 0       # the output stays alive in calls: its id is not reused
 
     def _bn_called(self, module, args):
         if args and torch.is_tensor(args[0]):
             self.bn_inputs.append((module, args[0]))
 
     def normaliser(self, layer, output):
-        """The BatchNorm that ``layer``'s ``output`` goes straight into (the same tensor), or None."""
+        """The BatchNorm that ``layer``'s ``output`` goes straight into (the same tensor) when nothing
+        else uses that output, else None: a mask after the BatchNorm would leave the other use of a
+        pruned unit's output open, and an old subnetwork would see a free unit change."""
+        if self.uses[id(output)] != 1:
+            return None
         for bn, seen in self.bn_inputs:
             if seen is output and bn.num_features == layer.weight.shape[0]:
                 return bn
@@ -153,7 +171,7 @@ def trace(module, input_shape):
     training = module.training
     module.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), found:
             output = module(probe)
     except UserError:
         raise

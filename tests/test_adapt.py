@@ -196,3 +196,29 @@ def test_stages_group_layers_by_module_path():
     assert stage_of("trunk_output.block2.block2-0.f.a.0") == "trunk_output.block2"
     assert stage_of("features.denseblock2.denselayer3.conv1") == "features.denseblock2"
     assert stage_of("fc") == "fc"
+
+
+class _SkipAroundBatchNorm(torch.nn.Module):
+    """A conv whose output goes into a BatchNorm *and* around it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.fc((self.bn(y) + y).mean((2, 3)))
+
+
+def test_a_mask_goes_after_the_batchnorm_only_where_nothing_else_reads_the_layer():
+    net = adapt(_SkipAroundBatchNorm(), (1, 8, 8), 3)
+    assert net.unit_layers[0].producers == [net.backbone.module.conv]     # masked at the conv itself
+    x = torch.rand(2, 1, 8, 8)
+    with net.subnetwork([torch.tensor([1.0, 0.0, 1.0, 1.0])]):
+        pruned = net(x)
+    with torch.no_grad():
+        net.backbone.module.conv.weight[1] += 5.0            # a pruned unit changes: the output does not
+    with net.subnetwork([torch.tensor([1.0, 0.0, 1.0, 1.0])]):
+        assert torch.equal(net(x), pruned)
