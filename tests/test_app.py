@@ -369,3 +369,39 @@ def test_masking_groups_a_deep_network_by_stage(runs_dir, deep_run):
     next(t for t in at.toggle if t.label == "One bar per layer").set_value(True).run()
     no_failures(at)
     assert len(capacity_bars()) == 53
+
+
+def test_explore_a_run_of_a_users_own_module(runs_dir):
+    """A network from a Python file (PATH.py:FUNCTION) trains from Python and opens on the Explore
+    page with its heatmaps and pathway graph (all of its 5 unit layers: no layer chooser)."""
+    from rerelrp_core.config import make_config
+    from rerelrp_core.data import SplitConfig, load_digits
+    from rerelrp_core.runs import save_run
+    from rerelrp_core.sequence import train_sequence
+    own = ROOT / "tests" / "models" / "own_net.py"
+    config = make_config(method="rerelrp", arch=f"{own}:build", epochs=3, lr=0.01, device="cpu")
+    run = train_sequence(load_digits(), SplitConfig(n_tasks=2, classes_per_task=[2, 2], seed=0), config)
+    assert run.metrics["forgetting_taw"] == 0.0
+    save_run(run, runs_dir / "own")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["run_path"] = str(runs_dir / "own")
+    at.switch_page("views/explore.py").run()
+    no_failures(at)
+    assert not any(m.label == "Layers in the graph" for m in at.multiselect)
+    figure = pathway_figure(at)
+    nodes = [d for trace in figure["data"] for d in trace.get("customdata", []) if d[0] >= 0]
+    assert {layer for layer, _ in nodes} == set(range(5))
+    # the input, its heatmap and one relevance thumbnail per unit node
+    assert len(figure["layout"]["images"]) == 2 + len(nodes)
+
+
+def test_train_page_offers_torchvision_models_and_the_servers_weights(runs_dir, monkeypatch, tmp_path):
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "resnet18-imagenet.safetensors").write_bytes(b"")
+    monkeypatch.setattr(ui.state, "WEIGHTS_DIR", tmp_path / "weights")
+    at = page("train")
+    no_failures(at)
+    model = next(s for s in at.selectbox if s.label == "Model")
+    assert "torchvision:mobilenet_v3_small" in model.options and "cnn" in model.options
+    weights = next(s for s in at.selectbox if s.label == "Start from weights")
+    assert "resnet18-imagenet.safetensors" in weights.options
