@@ -68,8 +68,7 @@ class Adapted(nn.Module):
         self.module = module
 
     def forward(self, x):
-        features = self.module(self.adapter(x))
-        return features.flatten(1) if torch.is_tensor(features) else features
+        return self.module(self.adapter(x)).flatten(1)     # SqueezeNet's pooled maps: (N, C, 1, 1) flat
 
 
 class MaskHook:
