@@ -59,6 +59,8 @@ def main():
     parser.add_argument("--per-class", type=int, default=150, help="training images per class")
     parser.add_argument("--per-class-large", type=int, default=30,
                         help="training images per class for families that need 128 px or more")
+    parser.add_argument("--test-per-class-large", type=int, default=None,
+                        help="test images per class for those families (default: all 100)")
     parser.add_argument("--tasks", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=0.01)
@@ -72,8 +74,9 @@ def main():
     rows = []
     for family in args.families:
         arch, size = FAMILIES[family]
-        per_class = args.per_class_large if (size or 28) >= 128 else args.per_class
-        data = subsample(full, per_class)
+        large = (size or 28) >= 128
+        per_class = args.per_class_large if large else args.per_class
+        data = subsample(full, per_class, args.test_per_class_large if large else None)
         try:
             rows.append({"family": family, "model": arch, "input_px": size or 28, "per_class": per_class,
                          **measure(arch, size, data, args, device)})
@@ -83,11 +86,17 @@ def main():
     write_results(args.name, rows, meta)
 
 
-def subsample(dataset, per_class):
-    """The first ``per_class`` training images of every class (the test split whole)."""
-    keep = torch.cat([torch.nonzero(dataset.y_train == c).flatten()[:per_class]
-                      for c in range(dataset.n_classes)])
-    return replace(dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep])
+def subsample(dataset, per_class, test_per_class=None):
+    """The first ``per_class`` training images of every class, and the first ``test_per_class``
+    test images (None: the test split whole)."""
+    def first(labels, n):
+        return torch.cat([torch.nonzero(labels == c).flatten()[:n] for c in range(dataset.n_classes)])
+    keep = first(dataset.y_train, per_class)
+    dataset = replace(dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep])
+    if test_per_class is not None:
+        keep = first(dataset.y_test, test_per_class)
+        dataset = replace(dataset, x_test=dataset.x_test[keep], y_test=dataset.y_test[keep])
+    return dataset
 
 
 def measure(arch, size, data, args, device):
