@@ -14,7 +14,8 @@ the model lives there) with hooks on every module, so it works for any module wr
 are forward hooks, so the module's own code and parameter names stay as they are.
 
 Parameters that belong to no unit (LayerNorm, layer scales, class tokens, positional embeddings,
-attention projections called functionally, BatchNorms that follow no unit layer) are *shared*:
+attention projections called functionally, BatchNorms that follow no unit layer, layers whose output
+is not one row per image) are *shared*:
 ReReLRP trains them with task 0 and freezes them after it, so task-aware forgetting stays exactly 0.
 """
 import logging
@@ -33,7 +34,7 @@ UNIT_TYPES = (nn.Conv2d, nn.Linear)
 # layers with per-output parameters that a mask along one axis cannot turn off cleanly
 UNMASKABLE = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Bilinear)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-PROBE_BATCH = 2
+PROBE_BATCH = 3     # an unusual size, so a layer whose output is not one row per image shows itself
 
 
 class InputAdapter(nn.Module):
@@ -228,8 +229,8 @@ def adapt(module, input_shape, n_classes, arch="custom", input_size=None):
     names = found.names
     unit_layers, hooks = [], []
     for layer, out in found.calls:
-        if layer is classifier:
-            continue
+        if layer is classifier or out.dim() < 2 or out.shape[0] != PROBE_BATCH:
+            continue    # not one row per image (SwinV2's position-bias MLP reads a table): shared
         bn = found.normaliser(layer, out)
         where = bn if bn is not None else layer
         axis = 1 if isinstance(layer, nn.Conv2d) else -1
