@@ -83,7 +83,7 @@ def main():
         except UserError as error:
             rows.append({"family": family, "model": arch, "input_px": size or 28, "error": str(error)})
         print_row(rows[-1])
-    write_results(args.name, rows, meta)
+        write_results(args.name, rows, meta)       # after every family: a crash keeps the rows before
 
 
 def subsample(dataset, per_class, test_per_class=None):
