@@ -267,6 +267,13 @@ class ClassGaussians:
         """(N, classes seen) distance of every row of ``values`` to every class, in task order."""
         return self.class_distances(self.cluster_distances(values))
 
+    def tasks_of(self, distance, tasks):
+        """The recognised task (the nearest class's) and the (N, tasks) task probabilities of rows
+        whose (N, classes) ``distance`` to the classes of ``tasks`` is given."""
+        owner = task_of_rows(tasks)
+        nearest = torch.stack([distance[:, owner == t].min(1).values for t in range(len(tasks))], 1)
+        return owner[distance.argmin(1)], torch.softmax(-nearest / max(self._typical, 1e-12), dim=1)
+
     def predict(self, learner, x, want_input=False):
         """Task-agnostic prediction: the nearest class's task, then that task's subnetwork picks the
         class. Returns ``task_probs`` (N, T), ``task``, ``predicted`` (global row), ``distances``
@@ -274,10 +281,7 @@ class ClassGaussians:
         through every subnetwork when ``want_input``, for heatmaps; else None)."""
         per_cluster = self.cluster_distances(self.features(learner, x))
         distance = self.class_distances(per_cluster)
-        owner = task_of_rows(learner.tasks)
-        nearest = torch.stack([distance[:, owner == t].min(1).values for t in range(len(learner.tasks))], 1)
-        task_probs = torch.softmax(-nearest / max(self._typical, 1e-12), dim=1)
-        task = owner[distance.argmin(1)]
+        task, task_probs = self.tasks_of(distance, learner.tasks)
         predicted = self.within_task(learner, x, task)
         sub = learner.subnetworks(x, want_input=True) if want_input else None
         return {"task_probs": task_probs.numpy(), "task": task, "predicted": predicted,

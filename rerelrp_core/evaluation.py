@@ -11,27 +11,19 @@ set's features are computed. It gives the same metrics as :func:`evaluate_step` 
 import torch
 
 from .class_gaussians import ClassGaussians
-from .learners import accuracy
 from .models import batched_logits
+from .outcomes import image_outcomes, step_scores
 from .tasks import task_of_rows
 
 
 def evaluate_step(learner, tasks):
-    """Test accuracy (percent) of every task in ``tasks``: task-aware row, task-agnostic row, and
-    the task confusion matrix (rows: true task, columns: task of the predicted class)."""
-    taw = [accuracy(learner.predict_taw(task.x_test, task.index), task.y_test) for task in tasks]
-    predicted = [learner.predict_tag(task.x_test) for task in tasks]
-    return _scores(learner, tasks, taw, predicted)
-
-
-def _scores(learner, tasks, taw, predicted):
-    """The task-agnostic row and the task confusion matrix from each task's predicted rows."""
+    """Test accuracy (percent) of every task in ``tasks``: task-aware row, task-agnostic row, the
+    task confusion matrix (rows: true task, columns: recognised task), and every test image's
+    outcomes (:mod:`~rerelrp_core.outcomes`) they are counted from."""
     task_of_row = task_of_rows(learner.tasks)
-    tag = [accuracy(rows, task.y_test + task.offset) for rows, task in zip(predicted, tasks)]
-    confusion = torch.zeros(len(tasks), len(learner.tasks), dtype=torch.int64)
-    for task, rows in zip(tasks, predicted):
-        confusion[task.index] = torch.bincount(task_of_row[rows], minlength=len(learner.tasks))
-    return taw, tag, confusion[:, :len(tasks)].tolist()
+    outcomes = [image_outcomes(task, task_of_row, learner.taw_scores(task.x_test, task.index),
+                               learner.tag_outcome(task.x_test)) for task in tasks]
+    return (*step_scores(tasks, outcomes, len(learner.tasks)), outcomes)
 
 
 class FrozenEvaluation:
@@ -43,25 +35,27 @@ class FrozenEvaluation:
         self.features = {}      # test set j -> its features in subnetwork 0's space
 
     def __call__(self, learner, tasks):
-        recogniser = learner.recogniser
-        taw, predicted = [], []
+        recogniser, seen = learner.recogniser, learner.tasks[:len(tasks)]
+        task_of_row = task_of_rows(seen)
+        outcomes = []
         for task in tasks:
             j = task.index
-            for k, spec in enumerate(learner.tasks[:len(tasks)]):
+            for k, spec in enumerate(seen):
                 if (j, k) not in self.logits:
                     logits = batched_logits(learner.model, task.x_test, learner.task_masks(k))
                     self.logits[(j, k)] = logits[:, spec.rows].cpu()
             if j not in self.features:
                 self.features[j] = recogniser.features(learner, task.x_test)
-            taw.append(accuracy(self.logits[(j, j)].argmax(1), task.y_test))
-            predicted.append(self._tag_rows(learner, j, recogniser.distances(self.features[j]), len(tasks)))
-        return _scores(learner, tasks, taw, predicted)
+            distance = recogniser.distances(self.features[j])[:, :len(task_of_row)]
+            recognised, task_probs = recogniser.tasks_of(distance, seen)
+            tag = {"predicted": self._tag_rows(j, recognised, seen), "task": recognised,
+                   "task_probs": task_probs}
+            outcomes.append(image_outcomes(task, task_of_row, self.logits[(j, j)], tag))
+        return (*step_scores(tasks, outcomes, len(learner.tasks)), outcomes)
 
-    def _tag_rows(self, learner, j, distance, n_tasks):
-        """Global rows predicted for test set j (``distance``: its distances to every class): the
-        nearest class's task, then that task's subnetwork's best class among its own rows."""
-        seen = learner.tasks[:n_tasks]
-        recognised = task_of_rows(seen)[distance[:, :sum(t.n_classes for t in seen)].argmin(1)]
+    def _tag_rows(self, j, recognised, seen):
+        """Global rows predicted for test set j: within its ``recognised`` task, that task's
+        subnetwork's best class among its own rows."""
         rows = torch.empty(len(recognised), dtype=torch.int64)
         for k, spec in enumerate(seen):
             mine = recognised == k

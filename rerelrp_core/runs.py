@@ -8,6 +8,8 @@ On disk a run is a folder::
     learner.safetensors method-specific tensors (ReReLRP: keep masks per task and layer, and the
                       relevance feature vectors its recognisers are trained on)
     snapshots.safetensors optional float16 weights after every task
+    outcomes.safetensors what every test image got after every task (:mod:`~rerelrp_core.outcomes`;
+                      runs saved before it existed have none)
 
 Tensors are read with ``safetensors`` and everything else is JSON, so opening a run never executes
 code from it. ReReLRP's recognisers are not stored: they are retrained, deterministically, from the
@@ -34,6 +36,7 @@ from .errors import UserError
 from .learners import make_learner, preferred_device, resolve_device
 from .metrics import summarise
 from .models import build_model
+from .outcomes import from_tensors, to_tensors
 from .recognition import recognition_config
 from .task_recognition import TaskRecogniser
 from .tasks import TaskSpec
@@ -61,6 +64,8 @@ class Run:
     history: dict = field(default_factory=_empty_history)
     metrics: dict = field(default_factory=dict)
     snapshots: list = field(default_factory=list)   # float16 weights after each task (optional)
+    # per step, per seen task: every test image's outcomes (:mod:`~rerelrp_core.outcomes`)
+    outcomes: list = field(default_factory=list)
     device_note: str = None     # why the run opened on another device than it was trained on
     # where the network came from: its model string, the weights file it started from and the
     # SHA-256 of that file and of a user's model file (:func:`architecture_record`)
@@ -125,6 +130,8 @@ def save_run(run, out):
         save_file({f"step{t}.{k}": v.contiguous()
                    for t, snap in enumerate(run.snapshots) for k, v in snap.items()},
                   str(tmp / "snapshots.safetensors"))
+    if run.outcomes:
+        save_file(to_tensors(run.outcomes), str(tmp / "outcomes.safetensors"))
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         os.replace(out, old)
@@ -174,7 +181,7 @@ def load_run(folder, device=None):
         raise UserError(f"{folder}: {error}.") from None
     run = Run(config, split, state["dataset"], state["class_names"], state["input_shape"], tasks,
               learner, state["history"], snapshots=_load_snapshots(folder, model, n_done),
-              device_note=note, architecture=state["architecture"])
+              device_note=note, architecture=state["architecture"], outcomes=_load_outcomes(folder, n_done))
     if run.tasks_done:
         run.update_metrics()
     return run
@@ -344,6 +351,20 @@ def _version6_to_7(state, tensors):
 
 MIGRATIONS = {1: _version1_to_2, 2: _version2_to_3, 3: _version3_to_4, 4: _version4_to_5, 5: _version5_to_6,
               6: _version6_to_7}
+
+
+def _load_outcomes(folder, n_steps):
+    """The per-image outcomes of every step, if the run kept them (runs saved before did not)."""
+    path = folder / "outcomes.safetensors"
+    if not path.exists():
+        return []
+    try:
+        outcomes = from_tensors(load_file(str(path)), n_steps)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise UserError(f"{folder}: outcomes.safetensors is damaged ({error}).") from None
+    if outcomes is None:
+        raise UserError(f"{folder}: outcomes.safetensors does not hold every step of the run.")
+    return outcomes
 
 
 def _load_snapshots(folder, model, n_tasks):

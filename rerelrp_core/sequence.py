@@ -62,7 +62,8 @@ def _learn_task(run, task, seen, n_tasks, evaluate, progress, should_stop):
     if run.config.keep_snapshots:
         run.snapshots.append({k: v.detach().half().cpu() for k, v in learner.model.state_dict().items()})
     started = time.perf_counter()
-    taw, tag, confusion = evaluate(learner, seen)
+    taw, tag, confusion, outcomes = evaluate(learner, seen)
+    run.outcomes.append(outcomes)
     run.history["acc_taw"].append(taw)
     run.history["acc_tag"].append(tag)
     run.history["task_confusion"] = confusion

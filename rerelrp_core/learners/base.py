@@ -251,10 +251,26 @@ class Learner:
                 "stored_bytes_per_task": [self.stored_bytes(k) for k in range(len(self.tasks))],
                 "stored_parts_per_task": [self.stored_parts(k) for k in range(len(self.tasks))]}
 
+    def taw_scores(self, x, k):
+        """Scores of task k's classes for every input, through task k's subnetwork (higher: more
+        likely; :meth:`predict_taw` is their argmax)."""
+        return batched_logits(self.model, x, self.task_masks(k))[:, self.tasks[k].rows].cpu()
+
     def predict_taw(self, x, k):
         """Class index within task k of every input, through task k's subnetwork."""
-        return batched_logits(self.model, x, self.task_masks(k))[:, self.tasks[k].rows].argmax(1).cpu()
+        return self.taw_scores(x, k).argmax(1)
+
+    def tag_scores(self, x):
+        """Scores of every class seen so far (output rows; :meth:`predict_tag` is their argmax)."""
+        return batched_logits(self.model, x)[:, :self.seen_classes].cpu()
 
     def predict_tag(self, x):
         """Global class (output row) of every input, over all classes seen so far."""
-        return batched_logits(self.model, x)[:, :self.seen_classes].argmax(1).cpu()
+        return self.tag_scores(x).argmax(1)
+
+    def tag_outcome(self, x):
+        """Task-agnostic prediction of every input with what it rests on: ``predicted`` (global
+        rows) and, for a method that recognises tasks, ``task`` (recognised) and ``task_probs``
+        (N, tasks); else ``scores`` over the seen classes."""
+        scores = self.tag_scores(x)
+        return {"predicted": scores.argmax(1), "scores": scores}

@@ -72,17 +72,17 @@ class ICaRL(Rehearsal):
         rows = sorted(self.exemplars)
         self.means = F.normalize(torch.stack([self.features(self.exemplars[r]).mean(0) for r in rows]), dim=1)
 
-    def nearest_mean(self, x, rows):
-        """Output row (among ``rows``) whose class mean is closest to each input's features."""
-        distance = torch.cdist(self.features(x), self.means[rows])
-        return torch.as_tensor(rows)[distance.argmin(1).cpu()]
+    def mean_scores(self, x, rows):
+        """Minus the distance of each input's features to the class mean of every row in ``rows``
+        (the nearest mean scores highest)."""
+        return -torch.cdist(self.features(x), self.means[rows]).cpu()
 
-    def predict_taw(self, x, k):
+    def taw_scores(self, x, k):
         rows = self.tasks[k].rows
-        return self.nearest_mean(x, list(range(rows.start, rows.stop))) - rows.start
+        return self.mean_scores(x, list(range(rows.start, rows.stop)))
 
-    def predict_tag(self, x):
-        return self.nearest_mean(x, list(range(self.seen_classes)))
+    def tag_scores(self, x):
+        return self.mean_scores(x, list(range(self.seen_classes)))
 
     def load_tensor_state(self, tensors, n_tasks):
         super().load_tensor_state(tensors, n_tasks)

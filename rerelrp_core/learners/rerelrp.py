@@ -266,6 +266,12 @@ class ReReLRP(Learner):
         return self.recogniser.why(result, self, row, n_features)
 
     def predict_tag(self, x):
+        return self.tag_outcome(x)["predicted"]
+
+    def tag_outcome(self, x):
         if not self.can_recognise():
-            return super().predict_tag(x)     # a run without recognisers: plain argmax
-        return torch.cat([self.recognise(x[i:i + 1024])["predicted"] for i in range(0, len(x), 1024)])
+            return super().tag_outcome(x)     # a run without recognisers: plain argmax
+        parts = [self.recognise(x[i:i + 1024]) for i in range(0, len(x), 1024)]
+        return {"predicted": torch.cat([p["predicted"] for p in parts]),
+                "task": torch.cat([torch.as_tensor(p["task"]) for p in parts]),
+                "task_probs": torch.cat([torch.as_tensor(p["task_probs"]) for p in parts])}
