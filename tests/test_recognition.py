@@ -32,8 +32,10 @@ def test_batched_pass_equals_each_subnetwork_alone(digits_run, digits_tasks):
         alone = subnetwork_pass(learner.model, learner.stacked_task_masks([m]), [learner.tasks[m]], x,
                                 batch_size=7, want_input=True)
         for field in ("features", "logits", "heatmaps"):
+            # batches of other sizes sum in another order: a pixel's relevance near 0 may differ by
+            # about 1e-6 (seen on a fresh machine), against relevance that sums to the logit (about 10)
             torch.testing.assert_close(getattr(together, field)[m], getattr(alone, field)[0],
-                                       rtol=1e-4, atol=1e-6)
+                                       rtol=1e-4, atol=1e-5)
         assert torch.equal(together.predictions[m], alone.predictions[0])
         # the same as plain task-aware prediction through subnetwork m
         assert torch.equal(together.predictions[m], learner.predict_taw(x, m))
