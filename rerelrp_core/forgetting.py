@@ -122,6 +122,15 @@ def cell_trace(run, outcomes, tasks, step, task, kind="tag"):
             "change": 100.0 * (len(recovered) - len(lost)) / n if n else 0.0}
 
 
+def image_rows(run, outcomes, tasks, step, task, indices, kind="tag"):
+    """For test images ``indices`` of ``task`` after ``step``: true ``class``, class predicted
+    ``now`` (of matrix ``kind``), ``task now`` recognised and ``p now`` of the true class."""
+    spec, now = tasks[task], outcomes[step][task]
+    return [{"task": task, "index": int(i), "class": spec.class_names[int(spec.y_test[i])],
+             "now": _predicted_name(run, spec, kind, now[kind][i]), "task now": int(now["task"][i]),
+             "p now": round(float(now[f"p_{kind}"][i]), 4)} for i in indices]
+
+
 def recognition_confusion(outcomes, tasks, step):
     """After ``step``: ``counts[t][r]``, the test images of task t recognised as task r (for a
     method without a recogniser, the task of the class it predicted), ``within[t]``, those

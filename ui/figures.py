@@ -28,6 +28,78 @@ def accuracy_matrix(matrix, title):
     return fig
 
 
+def clickable_cells(fig, cells, labels_x, labels_y):
+    """Invisible square markers over heatmap cells (``cells``: (row, column) pairs), each carrying
+    its (row, column) as customdata, so that a click on a cell selects it (Streamlit selects
+    points of scatter traces)."""
+    fig.add_trace(go.Scatter(x=[labels_x[c] for _, c in cells], y=[labels_y[r] for r, _ in cells],
+                             customdata=[[r, c] for r, c in cells], mode="markers", showlegend=False,
+                             marker=dict(symbol="square", size=40, color="rgba(255,255,255,0.01)"),
+                             hoverinfo="skip"))
+    return fig
+
+
+def traced_matrix(matrix, title):
+    """:func:`accuracy_matrix` whose cells can be clicked (customdata: step, task), hovering each
+    cell's change since its task was learnt."""
+    fig = accuracy_matrix(matrix, title)
+    n = len(matrix)
+    change = [[row[k] - matrix[k][k] for k in range(len(row))] + [np.nan] * (n - len(row)) for row in matrix]
+    fig.data[0].customdata = change
+    fig.data[0].hovertemplate = ("%{y}, %{x}: %{z:.2f}% (%{customdata:+.2f} since it was learnt); "
+                                 "click for its images<extra></extra>")
+    return clickable_cells(fig, [(t, k) for t in range(n) for k in range(t + 1)],
+                           [f"task {k}" for k in range(n)], [f"after task {t}" for t in range(n)])
+
+
+def recognition_confusion(confusion, step):
+    """True task (rows) x recognised task (columns) after ``step``: image counts, and the share of
+    the step's task-agnostic mistakes each off-diagonal cell explains; clickable cells."""
+    counts, shares = np.array(confusion["counts"]), np.array(confusion["shares"])
+    n = len(counts)
+    labels_x, labels_y = [f"as task {r}" for r in range(n)], [f"task {t}" for t in range(n)]
+    rate = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    text = [[f"{counts[t, r]}" + (f"<br>{shares[t, r]:.0%} of mistakes" if t != r and counts[t, r] else "")
+             for r in range(n)] for t in range(n)]
+    fig = go.Figure(go.Heatmap(z=rate, x=labels_x, y=labels_y, text=text, texttemplate="%{text}",
+                               zmin=0, zmax=1, colorscale="Blues", showscale=False,
+                               hovertemplate="%{y} recognised %{x}: %{z:.1%} of its images<extra></extra>"))
+    fig.update_layout(title=f"Which task each task's test images were recognised as, after task {step}",
+                      yaxis_autorange="reversed", xaxis_title="recognised", height=140 + 50 * n,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    cells = [(t, r) for t in range(n) for r in range(n) if counts[t, r]]
+    return clickable_cells(fig, cells, labels_x, labels_y)
+
+
+def run_pair(counts, first, second):
+    """2x2 table of images right/wrong in two runs after their last task; clickable cells."""
+    labels_x = [f"{second}: wrong", f"{second}: right"]
+    labels_y = [f"{first}: wrong", f"{first}: right"]
+    counts = np.array(counts)
+    fig = go.Figure(go.Heatmap(z=counts, x=labels_x, y=labels_y, text=counts, texttemplate="%{text}",
+                               colorscale="Greys", showscale=False, zmin=0, zmax=max(1, 3 * counts.max()),
+                               hovertemplate="%{y}, %{x}: %{z} images<extra></extra>"))
+    fig.update_layout(title="Test images after the last task", yaxis_autorange="reversed", height=260,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return clickable_cells(fig, [(a, b) for a in (0, 1) for b in (0, 1)], labels_x, labels_y)
+
+
+def weight_movement(layers):
+    """Per unit layer, how far the weights of the units an image's task uses (and of the others)
+    moved between two snapshots (relative L2 change)."""
+    names = [layer["layer"] for layer in layers]
+    fig = go.Figure()
+    for part, label, colour in (("used", "units the task uses", task_colour(0)),
+                                ("other", "other units", FREE_COLOUR)):
+        values = [layer[part] for layer in layers]
+        if any(v is not None for v in values):
+            fig.add_trace(go.Bar(x=names, y=[v or 0.0 for v in values], name=label, marker_color=colour,
+                                 hovertemplate=f"%{{x}}, {label}: moved %{{y:.3f}}<extra></extra>"))
+    fig.update_layout(barmode="group", title="How far the weights moved since the task was learnt",
+                      yaxis_title="‖Δw‖ / ‖w‖", height=300, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
 def reuse_matrix(matrix):
     """Row i = the task that froze the units, column j = the task whose subnetwork uses them."""
     n = len(matrix)

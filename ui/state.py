@@ -22,6 +22,7 @@ import rerelrp_core  # noqa: F401
 from rerelrp_core.data import SplitConfig, load_dataset, make_tasks
 from rerelrp_core.errors import UserError
 from rerelrp_core.explain import explain_image, explanation_drift
+from rerelrp_core.forgetting import image_change, traced_outcomes
 from rerelrp_core.pathways import explain_pathway
 from rerelrp_core.registry import list_runs
 from rerelrp_core.runs import load_run
@@ -290,6 +291,24 @@ def drift(shared, x, task, target_row):
         with shared.borrow() as run:
             return explanation_drift(run, x, task, target_row)
     return memo(shared, (image_key(x), "drift", task, target_row), compute)
+
+
+def outcomes(shared, tasks):
+    """:func:`~rerelrp_core.forgetting.traced_outcomes` of the run (its per-image outcomes of every
+    step and how they were obtained), computed once per run for runs saved without them."""
+    def compute():
+        with shared.borrow() as run:
+            return traced_outcomes(run, tasks)
+    return memo(shared, ("outcomes",), compute)
+
+
+def what_moved(shared, x, task, target_row, step):
+    """:func:`~rerelrp_core.forgetting.image_change` of ``x`` between its task and ``step``, cached
+    per run."""
+    def compute():
+        with shared.borrow() as run:
+            return image_change(run, x, task, target_row, step)
+    return memo(shared, (image_key(x), "moved", task, target_row, step), compute)
 
 
 def pathway(shared, x, task, target=None, units=None, layers=None):

@@ -1,11 +1,50 @@
-"""Forgetting: accuracy matrices, average-accuracy curves across methods, explanation drift."""
+"""Forgetting: from a number in the accuracy matrices to the images, tasks and units behind it;
+methods compared on the same split; explanation drift."""
 import streamlit as st
 
+from rerelrp_core.errors import UserError
 from rerelrp_core.explain import drift_scores, forgetting_of
+from rerelrp_core.forgetting import (
+    KINDS,
+    cell_trace,
+    compare_runs,
+    confused_images,
+    image_rows,
+    outcomes_table,
+    recognition_confusion,
+)
 from ui import figures
+from ui.forgetting_view import (
+    csv_text,
+    download_figure,
+    image_grid,
+    open_on_explore,
+    what_moved_view,
+    why_recognised,
+)
 from ui.glossary import TERMS
-from ui.state import drift, finished_run, tasks_or_stop
+from ui.state import drift, finished_run, outcomes, tasks_or_stop
 from ui.summaries import same_split_runs, stored_summary
+
+
+def clicked_cell(event, key):
+    """The (row, column) of a newly clicked cell of chart ``key`` (None when nothing new): each
+    chart keeps its selection, so only a change counts as a click."""
+    points = [p.get("customdata") for p in (event or {}).get("selection", {}).get("points", [])
+              if p.get("customdata") is not None]
+    cell = tuple(int(v) for v in points[0]) if points else None
+    if cell == st.session_state.get(f"{key}-seen"):
+        return None
+    st.session_state[f"{key}-seen"] = cell
+    return cell
+
+
+def worst_cell(history):
+    """(kind, step, task) of the cell that lost most since its task was learnt (task-agnostic first)."""
+    cells = [(row[t] - history[f"acc_{kind}"][t][t], kind, s, t) for kind in ("tag", "taw")
+             for s, row in enumerate(history[f"acc_{kind}"]) for t in range(s)]
+    return min(cells)[1:] if cells else ("tag", 0, 0)
+
 
 st.title("Forgetting")
 shared = finished_run()
@@ -17,12 +56,147 @@ c2.metric("TAg forgetting", f"{m['forgetting_tag']:.2f}", help=f"{TERMS['forgett
 if "task_recognition_acc" in m:
     c3.metric("Task recognition", f"{m['task_recognition_acc']:.1f}%",
               help="How often the recognised task is the true one (mean over tasks).")
-left, right = st.columns(2)
-left.plotly_chart(figures.accuracy_matrix(m["acc_taw"], "Task-aware accuracy (%)"), width="stretch")
-right.plotly_chart(figures.accuracy_matrix(m["acc_tag"], "Task-agnostic accuracy (%)"), width="stretch")
+tasks = tasks_or_stop(run)
+try:
+    traced, how = outcomes(shared, tasks)
+except UserError as error:
+    traced, how = None, str(error)
 
-st.subheader("Methods on the same split")
+# -- 1. a matrix cell -> its images ------------------------------------------------------------------------
+st.subheader("Where the accuracy went")
+st.caption("Click a cell: the test images of that task it lost since the task was learnt (right then, wrong "
+           "now) and those it won back." + (f" {how}" if how else ""))
+matrices = {"taw": figures.traced_matrix(m["acc_taw"], "Task-aware accuracy (%)"),
+            "tag": figures.traced_matrix(m["acc_tag"], "Task-agnostic accuracy (%)")}
+for (kind, fig), column in zip(matrices.items(), st.columns(2)):
+    event = column.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"matrix-{kind}",
+                                width="stretch")
+    cell = clicked_cell(event, f"matrix-{kind}")
+    if cell is not None and traced is not None:
+        st.session_state.update({"forget_kind": kind, "forget_step": cell[0], "forget_task": cell[1]})
+    download_figure(column, fig, f"{kind}-matrix", f"download-matrix-{kind}")
+if traced is None:
+    st.stop()
+if st.session_state.get("forget_run") != st.session_state.get("run_path"):    # another run: its worst cell
+    kind, step, task = worst_cell(run.history)
+    st.session_state.update({"forget_kind": kind, "forget_step": step, "forget_task": task,
+                             "forget_run": st.session_state.get("run_path")})
+c1, c2, c3, c4 = st.columns(4)
+kind = c1.selectbox("Matrix", list(KINDS), format_func=KINDS.get, key="forget_kind")
+step = c2.selectbox("After task", range(run.tasks_done), key="forget_step")
+st.session_state["forget_task"] = min(st.session_state["forget_task"], step)
+task = c3.selectbox("Task", range(step + 1), key="forget_task",
+                    format_func=lambda t: f"task {t}: {', '.join(tasks[t].class_names)}")
+order = c4.selectbox("Order", ["most confidence lost", "test index"], key="forget_order")
+trace = cell_trace(run, traced, tasks, step, task, kind)
+st.markdown(f"**Task {task}, {KINDS[kind]}:** {trace['then']:.2f} % right after task {task} → "
+            f"{trace['now']:.2f} % after task {step}: **{len(trace['lost'])} lost**, "
+            f"{len(trace['recovered'])} recovered of {trace['images']:,} test images "
+            f"(({len(trace['recovered'])} − {len(trace['lost'])}) / {trace['images']:,} = "
+            f"{trace['change']:+.2f} points).")
+classes = st.multiselect("Only these true classes", list(tasks[task].class_names), key="forget_classes")
+st.download_button("Lost and recovered images as CSV", csv_text(outcomes_table(run, trace)),
+                   file_name=f"{run.config.method}-task{task}-after{step}-{kind}.csv", mime="text/csv",
+                   on_click="ignore", key="download-lost")
+
+
+def kept(rows):
+    rows = [r for r in rows if not classes or r["class"] in classes]
+    return sorted(rows, key=lambda r: r["index"]) if order == "test index" else rows
+
+
+def caption(row):
+    label = f"#{row['index']} {row['class']}: {row['then']} → {row['now']}"
+    return label + (f" (task {row['task now']})" if row["task now"] != row["task then"] else "")
+
+
+lost_tab, recovered_tab = st.tabs([f"Lost ({len(trace['lost'])})", f"Recovered ({len(trace['recovered'])})"])
+with lost_tab:
+    picked = image_grid(tasks, [{"task": task, **r} for r in kept(trace["lost"])], "lost", caption)
+with recovered_tab:
+    image_grid(tasks, [{"task": task, **r} for r in kept(trace["recovered"])], "recovered", caption)
+
+if picked is not None:
+    st.markdown(f"#### Why test image #{picked['index']} of task {task} was lost")
+    x = tasks[task].x_test[picked["index"]:picked["index"] + 1]
+    left, right = st.columns([1, 3])
+    left.image(figures.image(x[0].numpy(), scale=6), caption=f"true class {picked['class']}")
+    right.markdown(f"- right after task {task}: **{picked['then']}**, true class at p = "
+                   f"{picked['p then']:.2f}, recognised as task {picked['task then']}\n"
+                   f"- after task {step}: **{picked['now']}**, p = {picked['p now']:.2f}, recognised as task "
+                   f"{picked['task now']}")
+    if run.learner.can_recognise() and picked["task now"] != task:
+        right.info(f"Task-aware forgetting is 0 here: task {task}'s subnetwork still answers as it did. The "
+                   f"image was lost because it was recognised as task {picked['task now']}.")
+    open_on_explore(right, task, picked["index"], "explore-lost")
+    why_recognised(shared, run, x, step)
+    what_moved_view(shared, run, x, task, tasks[task].offset + int(tasks[task].y_test[picked["index"]]), step)
+
+# -- 2. task confusion -------------------------------------------------------------------------------------
+st.subheader("Task confusion, step by step")
+st.caption("Rows: the true task of each test image; columns: the task it was recognised as (for a method "
+           "without a recogniser, the task of the class it predicted). Every off-diagonal image is a "
+           "task-agnostic mistake; the share says how much of the step's mistakes it explains. Click a cell "
+           "for its images.")
+c1, _ = st.columns([1, 3])
+conf_step = c1.selectbox("After task", range(run.tasks_done), index=run.tasks_done - 1, key="confusion_step")
+confusion = recognition_confusion(traced, tasks, conf_step)
+fig = figures.recognition_confusion(confusion, conf_step)
+cell = clicked_cell(st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="confusion",
+                                    width="stretch"), "confusion")
+if cell is not None:
+    st.session_state["confusion_cell"] = cell
+within = ", ".join(f"task {t} {share:.0%}" for t, share in enumerate(confusion["within_shares"]) if share)
+st.caption(f"{confusion['mistakes']:,} task-agnostic mistakes after task {conf_step}"
+           + (f"; a wrong class within the right task: {within}." if within else "."))
+download_figure(st, fig, f"task-confusion-after{conf_step}", "download-confusion")
+true_task, as_task = st.session_state.get("confusion_cell") or (None, None)
+if true_task is not None and max(true_task, as_task) <= conf_step:
+    indices = confused_images(traced, conf_step, true_task, as_task)
+    st.markdown(f"**Task {true_task}'s images recognised as task {as_task}** after task {conf_step}: "
+                f"{len(indices)}")
+    chosen = image_grid(tasks, image_rows(run, traced, tasks, conf_step, true_task, indices), "confused",
+                        lambda r: f"#{r['index']} {r['class']} → {r['now']}")
+    if chosen is not None:
+        x = tasks[true_task].x_test[chosen["index"]:chosen["index"] + 1]
+        c1, c2 = st.columns([1, 3])
+        c1.image(figures.image(x[0].numpy(), scale=6), caption=f"#{chosen['index']}, {chosen['class']}")
+        open_on_explore(c2, true_task, chosen["index"], "explore-confused")
+        with c2:
+            why_recognised(shared, run, x, conf_step)
+
+# -- 3. two runs, one question -----------------------------------------------------------------------------
+st.subheader("Two runs on the same split")
 comparable = same_split_runs(run)
+others = {name: other for name, other in comparable[1:] if other.run.tasks_done == run.tasks_done}
+if not others:
+    st.caption("Train another method on the same data set and tasks to see which images one keeps and the "
+               "other loses.")
+else:
+    c1, c2 = st.columns(2)
+    other_name = c1.selectbox("Compare with", list(others), key="pair_other")
+    pair_kind = c2.selectbox("Matrix", list(KINDS), format_func=KINDS.get, index=1, key="pair_kind")
+    try:
+        pair = compare_runs(traced, outcomes(others[other_name], tasks)[0], tasks, pair_kind)
+    except UserError as error:
+        st.info(f"{other_name}: {error}")
+        pair = None
+    if pair is not None:
+        fig = figures.run_pair(pair["counts"], "this run", other_name.split(" ")[0])
+        cell = clicked_cell(st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="pair",
+                                            width="stretch"), "pair")
+        if cell is not None:
+            st.session_state["pair_cell"] = cell
+        a, b = st.session_state.get("pair_cell") or (1, 0)
+        pairs = pair["images"][f"{a},{b}"]
+        st.markdown(f"**{'Right' if a else 'Wrong'} in this run, {'right' if b else 'wrong'} in "
+                    f"{other_name}:** {len(pairs)} images")
+        rows = [{"task": t, "index": i, "class": tasks[t].class_names[int(tasks[t].y_test[i])]}
+                for t, i in pairs]
+        image_grid(tasks, rows, "pair", lambda r: f"task {r['task']} #{r['index']} {r['class']}")
+
+# -- 4. methods on the same split --------------------------------------------------------------------------
+st.subheader("Methods on the same split")
 series_taw = {name: other.run.metrics["avg_acc_taw"] for name, other in comparable}
 series_tag = {name: other.run.metrics["avg_acc_tag"] for name, other in comparable}
 costs = [stored_summary(name, other.run.metrics) for name, other in comparable]
@@ -41,6 +215,7 @@ st.caption("ReReLRP keeps masks, each task's relevance ranking (one number per u
            "parameter; iCaRL and replay their 2,000 stored images and joint training every image (one "
            "byte per pixel). kB = 1000 bytes.")
 
+# -- 5. explanation drift ----------------------------------------------------------------------------------
 st.subheader("Forgetting side by side")
 st.caption("One test image's LRP heatmap after each task, through what task-aware prediction of its task "
            "uses, for two runs on the same split. ReReLRP's frozen subnetwork keeps it unchanged; without "
@@ -57,11 +232,10 @@ first = c1.selectbox("Run", names, index=names.index(mine), key="drift_first")
 second = c2.selectbox("Beside", [n for n in names if n != first],
                       index=next((i for i, n in enumerate(n for n in names if n != first)
                                   if n.startswith("finetune")), 0), key="drift_second")
-tasks = tasks_or_stop(run)
 task_index = c3.selectbox("Task of the image", range(run.tasks_done), format_func=lambda t: f"task {t}")
-task = tasks[task_index]
-sample = c4.number_input("Test sample", 0, len(task.x_test) - 1, 0, key="drift_sample")
-x, row = task.x_test[sample:sample + 1], task.offset + int(task.y_test[sample])
+drift_task = tasks[task_index]
+sample = c4.number_input("Test sample", 0, len(drift_task.x_test) - 1, 0, key="drift_sample")
+x, row = drift_task.x_test[sample:sample + 1], drift_task.offset + int(drift_task.y_test[sample])
 series = {}
 with st.spinner("Recomputing the heatmap after every task…"):
     for name in (first, second):
