@@ -156,16 +156,30 @@ def confused_images(outcomes, step, true_task, recognised):
     return torch.nonzero(outcomes[step][true_task]["task"].long() == recognised).flatten().tolist()
 
 
+def last_outcomes(run, tasks):
+    """The outcomes of the run's last step: recorded, or worked out from its final state (exact for
+    every method, and checked against the matrix's last row)."""
+    if run.outcomes:
+        return run.outcomes[-1]
+    last = evaluate_step(run.learner, tasks[:run.tasks_done])[3]
+    for kind in KINDS:
+        if any(abs(_accuracy(o, tasks[t], kind) - run.history[f"acc_{kind}"][-1][t]) > 1e-9
+               for t, o in enumerate(last)):
+            raise UserError("This run's final state does not give its recorded accuracies; it cannot be "
+                            "compared image by image.")
+    return last
+
+
 def compare_runs(first, second, tasks, kind="tag"):
-    """After the last step of two runs on the same split (``first``, ``second``: their outcomes):
-    ``counts[a][b]`` images right (1) or wrong (0) in the first and second run, and ``images``, the
-    (task, test index) pairs of every cell, keyed ``"a,b"``."""
+    """After the last step of two runs on the same split (``first``, ``second``: their
+    :func:`last_outcomes`): ``counts[a][b]`` images right (1) or wrong (0) in the first and second
+    run, and ``images``, the (task, test index) pairs of every cell, keyed ``"a,b"``."""
     if len(first) != len(second):
         raise UserError(f"The runs have learnt {len(first)} and {len(second)} tasks; compare runs that have "
                         "learnt as many.")
     counts = np.zeros((2, 2), dtype=np.int64)
     images = {f"{a},{b}": [] for a in (0, 1) for b in (0, 1)}
-    for t, (mine, theirs) in enumerate(zip(first[-1], second[-1])):
+    for t, (mine, theirs) in enumerate(zip(first, second)):
         a, b = _correct(mine, tasks[t], kind), _correct(theirs, tasks[t], kind)
         for i, (x, y) in enumerate(zip(a.tolist(), b.tolist())):
             counts[int(x), int(y)] += 1

@@ -28,14 +28,14 @@ def accuracy_matrix(matrix, title):
     return fig
 
 
-def clickable_cells(fig, cells, labels_x, labels_y):
+def clickable_cells(fig, cells, labels_x, labels_y, hover):
     """Invisible square markers over heatmap cells (``cells``: (row, column) pairs), each carrying
-    its (row, column) as customdata, so that a click on a cell selects it (Streamlit selects
-    points of scatter traces)."""
+    its (row, column) as customdata and answering the hover with ``hover(row, column)``, so that
+    a click on a cell selects it (Streamlit selects points of scatter traces)."""
     fig.add_trace(go.Scatter(x=[labels_x[c] for _, c in cells], y=[labels_y[r] for r, _ in cells],
                              customdata=[[r, c] for r, c in cells], mode="markers", showlegend=False,
-                             marker=dict(symbol="square", size=40, color="rgba(255,255,255,0.01)"),
-                             hoverinfo="skip"))
+                             marker=dict(symbol="square", size=36, color="rgba(255,255,255,0.01)"),
+                             text=[hover(r, c) for r, c in cells], hovertemplate="%{text}<extra></extra>"))
     return fig
 
 
@@ -44,12 +44,13 @@ def traced_matrix(matrix, title):
     cell's change since its task was learnt."""
     fig = accuracy_matrix(matrix, title)
     n = len(matrix)
-    change = [[row[k] - matrix[k][k] for k in range(len(row))] + [np.nan] * (n - len(row)) for row in matrix]
-    fig.data[0].customdata = change
-    fig.data[0].hovertemplate = ("%{y}, %{x}: %{z:.2f}% (%{customdata:+.2f} since it was learnt); "
-                                 "click for its images<extra></extra>")
+
+    def hover(t, k):
+        return (f"after task {t}, task {k}: {matrix[t][k]:.2f}% ({matrix[t][k] - matrix[k][k]:+.2f} since it "
+                "was learnt); click for its images")
+    fig.update_layout(height=360)
     return clickable_cells(fig, [(t, k) for t in range(n) for k in range(t + 1)],
-                           [f"task {k}" for k in range(n)], [f"after task {t}" for t in range(n)])
+                           [f"task {k}" for k in range(n)], [f"after task {t}" for t in range(n)], hover)
 
 
 def recognition_confusion(confusion, step):
@@ -68,7 +69,8 @@ def recognition_confusion(confusion, step):
                       yaxis_autorange="reversed", xaxis_title="recognised", height=140 + 50 * n,
                       margin=dict(l=10, r=10, t=40, b=10))
     cells = [(t, r) for t in range(n) for r in range(n) if counts[t, r]]
-    return clickable_cells(fig, cells, labels_x, labels_y)
+    return clickable_cells(fig, cells, labels_x, labels_y,
+                           lambda t, r: f"task {t} as task {r}: {counts[t, r]} images; click for them")
 
 
 def run_pair(counts, first, second):
@@ -81,7 +83,8 @@ def run_pair(counts, first, second):
                                hovertemplate="%{y}, %{x}: %{z} images<extra></extra>"))
     fig.update_layout(title="Test images after the last task", yaxis_autorange="reversed", height=260,
                       margin=dict(l=10, r=10, t=40, b=10))
-    return clickable_cells(fig, [(a, b) for a in (0, 1) for b in (0, 1)], labels_x, labels_y)
+    return clickable_cells(fig, [(a, b) for a in (0, 1) for b in (0, 1)], labels_x, labels_y,
+                           lambda a, b: f"{labels_y[a]}, {labels_x[b]}: {counts[a, b]} images; click")
 
 
 def weight_movement(layers):
@@ -94,6 +97,8 @@ def weight_movement(layers):
         values = [layer[part] for layer in layers]
         if any(v is not None for v in values):
             fig.add_trace(go.Bar(x=names, y=[v or 0.0 for v in values], name=label, marker_color=colour,
+                                 text=["—" if v is None else f"{v:.3f}" for v in values],
+                                 textposition="outside",
                                  hovertemplate=f"%{{x}}, {label}: moved %{{y:.3f}}<extra></extra>"))
     fig.update_layout(barmode="group", title="How far the weights moved since the task was learnt",
                       yaxis_title="‖Δw‖ / ‖w‖", height=300, margin=dict(l=10, r=10, t=40, b=10))

@@ -22,7 +22,7 @@ import rerelrp_core  # noqa: F401
 from rerelrp_core.data import SplitConfig, load_dataset, make_tasks
 from rerelrp_core.errors import UserError
 from rerelrp_core.explain import explain_image, explanation_drift
-from rerelrp_core.forgetting import image_change, traced_outcomes
+from rerelrp_core.forgetting import image_change, last_outcomes, traced_outcomes
 from rerelrp_core.pathways import explain_pathway
 from rerelrp_core.registry import list_runs
 from rerelrp_core.runs import load_run
@@ -300,6 +300,14 @@ def outcomes(shared, tasks):
         with shared.borrow() as run:
             return traced_outcomes(run, tasks)
     return memo(shared, ("outcomes",), compute)
+
+
+def final_outcomes(shared, tasks):
+    """:func:`~rerelrp_core.forgetting.last_outcomes` of the run, computed once per run."""
+    def compute():
+        with shared.borrow() as run:
+            return last_outcomes(run, tasks)
+    return memo(shared, ("last outcomes",), compute)
 
 
 def what_moved(shared, x, task, target_row, step):

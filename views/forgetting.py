@@ -23,7 +23,7 @@ from ui.forgetting_view import (
     why_recognised,
 )
 from ui.glossary import TERMS
-from ui.state import drift, finished_run, outcomes, tasks_or_stop
+from ui.state import drift, final_outcomes, finished_run, outcomes, tasks_or_stop
 from ui.summaries import same_split_runs, stored_summary
 
 
@@ -62,61 +62,70 @@ try:
 except UserError as error:
     traced, how = None, str(error)
 
-# -- 1. a matrix cell -> its images ------------------------------------------------------------------------
-st.subheader("Where the accuracy went")
-st.caption("Click a cell: the test images of that task it lost since the task was learnt (right then, wrong "
-           "now) and those it won back." + (f" {how}" if how else ""))
-matrices = {"taw": figures.traced_matrix(m["acc_taw"], "Task-aware accuracy (%)"),
-            "tag": figures.traced_matrix(m["acc_tag"], "Task-agnostic accuracy (%)")}
-for (kind, fig), column in zip(matrices.items(), st.columns(2)):
-    event = column.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"matrix-{kind}",
-                                width="stretch")
-    cell = clicked_cell(event, f"matrix-{kind}")
-    if cell is not None and traced is not None:
-        st.session_state.update({"forget_kind": kind, "forget_step": cell[0], "forget_task": cell[1]})
-    download_figure(column, fig, f"{kind}-matrix", f"download-matrix-{kind}")
-if traced is None:
-    st.stop()
-if st.session_state.get("forget_run") != st.session_state.get("run_path"):    # another run: its worst cell
-    kind, step, task = worst_cell(run.history)
-    st.session_state.update({"forget_kind": kind, "forget_step": step, "forget_task": task,
-                             "forget_run": st.session_state.get("run_path")})
-c1, c2, c3, c4 = st.columns(4)
-kind = c1.selectbox("Matrix", list(KINDS), format_func=KINDS.get, key="forget_kind")
-step = c2.selectbox("After task", range(run.tasks_done), key="forget_step")
-st.session_state["forget_task"] = min(st.session_state["forget_task"], step)
-task = c3.selectbox("Task", range(step + 1), key="forget_task",
-                    format_func=lambda t: f"task {t}: {', '.join(tasks[t].class_names)}")
-order = c4.selectbox("Order", ["most confidence lost", "test index"], key="forget_order")
-trace = cell_trace(run, traced, tasks, step, task, kind)
-st.markdown(f"**Task {task}, {KINDS[kind]}:** {trace['then']:.2f} % right after task {task} → "
-            f"{trace['now']:.2f} % after task {step}: **{len(trace['lost'])} lost**, "
-            f"{len(trace['recovered'])} recovered of {trace['images']:,} test images "
-            f"(({len(trace['recovered'])} − {len(trace['lost'])}) / {trace['images']:,} = "
-            f"{trace['change']:+.2f} points).")
-classes = st.multiselect("Only these true classes", list(tasks[task].class_names), key="forget_classes")
-st.download_button("Lost and recovered images as CSV", csv_text(outcomes_table(run, trace)),
-                   file_name=f"{run.config.method}-task{task}-after{step}-{kind}.csv", mime="text/csv",
-                   on_click="ignore", key="download-lost")
+def matrices_to_click(traced):
+    """Both accuracy matrices; a click on a cell (when outcomes are there) makes it the traced one."""
+    matrices = {"taw": figures.traced_matrix(m["acc_taw"], "Task-aware accuracy (%)"),
+                "tag": figures.traced_matrix(m["acc_tag"], "Task-agnostic accuracy (%)")}
+    for (kind, fig), column in zip(matrices.items(), st.columns(2)):
+        event = column.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"matrix-{kind}",
+                                    width="stretch")
+        cell = clicked_cell(event, f"matrix-{kind}")
+        if cell is not None and traced is not None:
+            st.session_state.update({"forget_kind": kind, "forget_step": cell[0], "forget_task": cell[1]})
+        download_figure(column, fig, f"{kind}-matrix", f"download-matrix-{kind}")
 
 
-def kept(rows):
-    rows = [r for r in rows if not classes or r["class"] in classes]
-    return sorted(rows, key=lambda r: r["index"]) if order == "test index" else rows
+def chosen_cell():
+    """The traced cell's (kind, step, task) and the order of its images, from the selectors (the
+    worst cell when a run is first shown)."""
+    if st.session_state.get("forget_run") != st.session_state.get("run_path"):
+        kind, step, task = worst_cell(run.history)
+        st.session_state.update({"forget_kind": kind, "forget_step": step, "forget_task": task,
+                                 "forget_run": st.session_state.get("run_path")})
+    c1, c2, c3, c4 = st.columns(4)
+    kind = c1.selectbox("Matrix", list(KINDS), format_func=KINDS.get, key="forget_kind")
+    step = c2.selectbox("After task", range(run.tasks_done), key="forget_step")
+    st.session_state["forget_task"] = min(st.session_state["forget_task"], step)
+    task = c3.selectbox("Task", range(step + 1), key="forget_task",
+                        format_func=lambda t: f"task {t}: {', '.join(tasks[t].class_names)}")
+    order = c4.selectbox("Order", ["most confidence lost", "test index"], key="forget_order")
+    return kind, step, task, order
 
 
-def caption(row):
-    label = f"#{row['index']} {row['class']}: {row['then']} → {row['now']}"
-    return label + (f" (task {row['task now']})" if row["task now"] != row["task then"] else "")
+def trace_a_cell(traced):
+    """The traced cell's lost and recovered images, and why one of them was lost."""
+    kind, step, task, order = chosen_cell()
+    trace = cell_trace(run, traced, tasks, step, task, kind)
+    lost, recovered = trace["lost"], trace["recovered"]
+    n = trace["images"]
+    st.markdown(f"**Task {task}, {KINDS[kind]}:** {trace['then']:.2f} % right after task {task} → "
+                f"{trace['now']:.2f} % after task {step}: **{len(lost)} lost**, {len(recovered)} recovered "
+                f"of {n:,} test images (({len(recovered)} − {len(lost)}) / {n:,} = {trace['change']:+.2f} "
+                "points).")
+    classes = st.multiselect("Only these true classes", list(tasks[task].class_names), key="forget_classes")
+    st.download_button("Lost and recovered images as CSV", csv_text(outcomes_table(run, trace)),
+                       file_name=f"{run.config.method}-task{task}-after{step}-{kind}.csv", mime="text/csv",
+                       on_click="ignore", key="download-lost")
+
+    def kept(rows):
+        rows = [{"task": task, **r} for r in rows if not classes or r["class"] in classes]
+        return sorted(rows, key=lambda r: r["index"]) if order == "test index" else rows
+
+    def caption(row):
+        label = f"#{row['index']} {row['class']}: {row['then']} → {row['now']}"
+        return label + (f" (task {row['task now']})" if row["task now"] != row["task then"] else "")
+
+    lost_tab, recovered_tab = st.tabs([f"Lost ({len(lost)})", f"Recovered ({len(recovered)})"])
+    with lost_tab:
+        picked = image_grid(tasks, kept(lost), "lost", caption)
+    with recovered_tab:
+        image_grid(tasks, kept(recovered), "recovered", caption)
+    if picked is not None:
+        why_lost(picked, task, step)
 
 
-lost_tab, recovered_tab = st.tabs([f"Lost ({len(trace['lost'])})", f"Recovered ({len(trace['recovered'])})"])
-with lost_tab:
-    picked = image_grid(tasks, [{"task": task, **r} for r in kept(trace["lost"])], "lost", caption)
-with recovered_tab:
-    image_grid(tasks, [{"task": task, **r} for r in kept(trace["recovered"])], "recovered", caption)
-
-if picked is not None:
+def why_lost(picked, task, step):
+    """One lost image: what it was taken for then and now, why that task, and what moved."""
     st.markdown(f"#### Why test image #{picked['index']} of task {task} was lost")
     x = tasks[task].x_test[picked["index"]:picked["index"] + 1]
     left, right = st.columns([1, 3])
@@ -132,30 +141,32 @@ if picked is not None:
     why_recognised(shared, run, x, step)
     what_moved_view(shared, run, x, task, tasks[task].offset + int(tasks[task].y_test[picked["index"]]), step)
 
-# -- 2. task confusion -------------------------------------------------------------------------------------
-st.subheader("Task confusion, step by step")
-st.caption("Rows: the true task of each test image; columns: the task it was recognised as (for a method "
-           "without a recogniser, the task of the class it predicted). Every off-diagonal image is a "
-           "task-agnostic mistake; the share says how much of the step's mistakes it explains. Click a cell "
-           "for its images.")
-c1, _ = st.columns([1, 3])
-conf_step = c1.selectbox("After task", range(run.tasks_done), index=run.tasks_done - 1, key="confusion_step")
-confusion = recognition_confusion(traced, tasks, conf_step)
-fig = figures.recognition_confusion(confusion, conf_step)
-cell = clicked_cell(st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="confusion",
-                                    width="stretch"), "confusion")
-if cell is not None:
-    st.session_state["confusion_cell"] = cell
-within = ", ".join(f"task {t} {share:.0%}" for t, share in enumerate(confusion["within_shares"]) if share)
-st.caption(f"{confusion['mistakes']:,} task-agnostic mistakes after task {conf_step}"
-           + (f"; a wrong class within the right task: {within}." if within else "."))
-download_figure(st, fig, f"task-confusion-after{conf_step}", "download-confusion")
-true_task, as_task = st.session_state.get("confusion_cell") or (None, None)
-if true_task is not None and max(true_task, as_task) <= conf_step:
-    indices = confused_images(traced, conf_step, true_task, as_task)
-    st.markdown(f"**Task {true_task}'s images recognised as task {as_task}** after task {conf_step}: "
+
+def task_confusion(traced):
+    """True task x recognised task after a chosen step, clickable, with the clicked cell's images."""
+    st.caption("Rows: the true task of each test image; columns: the task it was recognised as (for a method "
+               "without a recogniser, the task of the class it predicted). Every off-diagonal image is a "
+               "task-agnostic mistake; the share says how much of the step's mistakes it explains. Click a "
+               "cell for its images.")
+    c1, _ = st.columns([1, 3])
+    step = c1.selectbox("After task", range(run.tasks_done), index=run.tasks_done - 1, key="confusion_step")
+    confusion = recognition_confusion(traced, tasks, step)
+    fig = figures.recognition_confusion(confusion, step)
+    cell = clicked_cell(st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="confusion",
+                                        width="stretch"), "confusion")
+    if cell is not None:
+        st.session_state["confusion_cell"] = cell
+    within = ", ".join(f"task {t} {share:.0%}" for t, share in enumerate(confusion["within_shares"]) if share)
+    st.caption(f"{confusion['mistakes']:,} task-agnostic mistakes after task {step}"
+               + (f"; a wrong class within the right task: {within}." if within else "."))
+    download_figure(st, fig, f"task-confusion-after{step}", "download-confusion")
+    true_task, as_task = st.session_state.get("confusion_cell") or (None, None)
+    if true_task is None or max(true_task, as_task) > step:
+        return
+    indices = confused_images(traced, step, true_task, as_task)
+    st.markdown(f"**Task {true_task}'s images recognised as task {as_task}** after task {step}: "
                 f"{len(indices)}")
-    chosen = image_grid(tasks, image_rows(run, traced, tasks, conf_step, true_task, indices), "confused",
+    chosen = image_grid(tasks, image_rows(run, traced, tasks, step, true_task, indices), "confused",
                         lambda r: f"#{r['index']} {r['class']} → {r['now']}")
     if chosen is not None:
         x = tasks[true_task].x_test[chosen["index"]:chosen["index"] + 1]
@@ -163,37 +174,50 @@ if true_task is not None and max(true_task, as_task) <= conf_step:
         c1.image(figures.image(x[0].numpy(), scale=6), caption=f"#{chosen['index']}, {chosen['class']}")
         open_on_explore(c2, true_task, chosen["index"], "explore-confused")
         with c2:
-            why_recognised(shared, run, x, conf_step)
+            why_recognised(shared, run, x, step)
 
-# -- 3. two runs, one question -----------------------------------------------------------------------------
-st.subheader("Two runs on the same split")
-comparable = same_split_runs(run)
-others = {name: other for name, other in comparable[1:] if other.run.tasks_done == run.tasks_done}
-if not others:
-    st.caption("Train another method on the same data set and tasks to see which images one keeps and the "
-               "other loses.")
-else:
+
+def two_runs(comparable):
+    """Which test images this run and another on the same split get right after their last task."""
+    others = {name: other for name, other in comparable[1:] if other.run.tasks_done == run.tasks_done}
+    if not others:
+        st.caption("Train another method on the same data set and tasks to see which images one keeps and "
+                   "the other loses.")
+        return
     c1, c2 = st.columns(2)
     other_name = c1.selectbox("Compare with", list(others), key="pair_other")
-    pair_kind = c2.selectbox("Matrix", list(KINDS), format_func=KINDS.get, index=1, key="pair_kind")
+    kind = c2.selectbox("Matrix", list(KINDS), format_func=KINDS.get, index=1, key="pair_kind")
     try:
-        pair = compare_runs(traced, outcomes(others[other_name], tasks)[0], tasks, pair_kind)
+        pair = compare_runs(final_outcomes(shared, tasks), final_outcomes(others[other_name], tasks), tasks,
+                            kind)
     except UserError as error:
         st.info(f"{other_name}: {error}")
-        pair = None
-    if pair is not None:
-        fig = figures.run_pair(pair["counts"], "this run", other_name.split(" ")[0])
-        cell = clicked_cell(st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="pair",
-                                            width="stretch"), "pair")
-        if cell is not None:
-            st.session_state["pair_cell"] = cell
-        a, b = st.session_state.get("pair_cell") or (1, 0)
-        pairs = pair["images"][f"{a},{b}"]
-        st.markdown(f"**{'Right' if a else 'Wrong'} in this run, {'right' if b else 'wrong'} in "
-                    f"{other_name}:** {len(pairs)} images")
-        rows = [{"task": t, "index": i, "class": tasks[t].class_names[int(tasks[t].y_test[i])]}
-                for t, i in pairs]
-        image_grid(tasks, rows, "pair", lambda r: f"task {r['task']} #{r['index']} {r['class']}")
+        return
+    fig = figures.run_pair(pair["counts"], "this run", other_name.split(" ")[0])
+    cell = clicked_cell(st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="pair",
+                                        width="stretch"), "pair")
+    if cell is not None:
+        st.session_state["pair_cell"] = cell
+    download_figure(st, fig, "two-runs", "download-pair")
+    a, b = st.session_state.get("pair_cell") or (1, 0)
+    pairs = pair["images"][f"{a},{b}"]
+    st.markdown(f"**{'Right' if a else 'Wrong'} in this run, {'right' if b else 'wrong'} in "
+                f"{other_name}:** {len(pairs)} images")
+    rows = [{"task": t, "index": i, "class": tasks[t].class_names[int(tasks[t].y_test[i])]} for t, i in pairs]
+    image_grid(tasks, rows, "pair", lambda r: f"task {r['task']} #{r['index']} {r['class']}")
+
+
+st.subheader("Where the accuracy went")
+st.caption("Click a cell: the test images of that task it lost since the task was learnt (right then, wrong "
+           "now) and those it won back." + (f" {how}" if how else ""))
+matrices_to_click(traced)
+comparable = same_split_runs(run)
+if traced is not None:
+    trace_a_cell(traced)
+    st.subheader("Task confusion, step by step")
+    task_confusion(traced)
+st.subheader("Two runs on the same split")
+two_runs(comparable)
 
 # -- 4. methods on the same split --------------------------------------------------------------------------
 st.subheader("Methods on the same split")
