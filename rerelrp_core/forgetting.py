@@ -91,9 +91,10 @@ def _predicted_name(run, task, kind, value):
 def cell_trace(run, outcomes, tasks, step, task, kind="tag"):
     """What changed in accuracy-matrix cell (``step``, ``task``) of ``kind`` (``taw``/``tag``) since
     the task was learnt: ``lost`` and ``recovered`` images (each a dict: test ``index``, true
-    ``class``, class predicted ``then`` and ``now``, task recognised then and now, probability of the
-    true class then and now), the accuracies then and now and their ``change`` (points), which is
-    exactly (recovered - lost) / images. Lost images come most confident first."""
+    ``class``, class predicted ``then`` and ``now``, task recognised then and now, probability of
+    the true class then and now and its drop ``p lost``), the accuracies then and now and their
+    ``change`` (points), which is exactly (recovered - lost) / images. Images that lost most
+    confidence come first."""
     if kind not in KINDS:
         raise UserError(f"Unknown matrix {kind!r}; choose taw or tag.")
     if not 0 <= task <= step < len(outcomes):
@@ -107,12 +108,13 @@ def cell_trace(run, outcomes, tasks, step, task, kind="tag"):
     def rows(mask):
         index = torch.nonzero(mask).flatten()
         drop = then[p].float()[index] - now[p].float()[index]
-        order = index[torch.argsort(drop, descending=True, stable=True)]
+        order = torch.argsort(drop, descending=True, stable=True)
         return [{"index": int(i), "class": spec.class_names[int(spec.y_test[i])],
                  "then": _predicted_name(run, spec, kind, then[kind][i]),
                  "now": _predicted_name(run, spec, kind, now[kind][i]),
                  "task then": int(then["task"][i]), "task now": int(now["task"][i]),
-                 "p then": round(float(then[p][i]), 4), "p now": round(float(now[p][i]), 4)} for i in order]
+                 "p then": round(float(then[p][i]), 4), "p now": round(float(now[p][i]), 4),
+                 "p lost": round(float(d), 4)} for i, d in zip(index[order], drop[order])]
 
     n = len(spec.y_test)
     lost, recovered = rows(right_then & ~right_now), rows(~right_then & right_now)
