@@ -226,19 +226,72 @@ def test_masking_page_and_ablation(runs_dir):
     assert len(at.get("plotly_chart")) == before + 1
 
 
+def select(at, key, customdata):
+    """What a click on a plotly chart's point sends: the chart's selection state."""
+    at.session_state[key] = {"selection": {"points": [{"curve_number": 1, "point_number": 0, "point_index": 0,
+                                                       "customdata": customdata}],
+                                           "point_indices": [0], "box": [], "lasso": []}}
+    return at.run()
+
+
 def test_forgetting_page_with_drift(runs_dir):
     at = page("forgetting")
     no_failures(at)
     shown = metrics(at)
     assert shown["TAw forgetting"] == "0.00"
-    # two matrices, two curves, the memory card, two drift strips side by side and drift against loss
-    assert len(at.get("plotly_chart")) == 8
+    titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")
+              for c in at.get("plotly_chart")]
+    for title in ("Task-aware accuracy (%)", "Average task-agnostic accuracy", "Drift of the explanation"):
+        assert any(t.startswith(title) for t in titles), titles
+    assert sum(t.startswith("One test image") or "after task" in t for t in titles) >= 1
     # the cost table: one row per demo run on the same split, replay-free ReReLRP keeps no image
-    costs = at.dataframe[0].value.set_index("run")
+    costs = next(d.value for d in at.dataframe if "run" in d.value.columns).set_index("run")
     assert len(costs) == 7 and costs.loc[costs.index.str.startswith("rerelrp"), "images (kB)"].iloc[0] == 0
     assert costs.loc[costs.index.str.startswith("joint"), "images (kB)"].iloc[0] > 1000
     assert costs.loc[costs.index.str.startswith("icarl"), "images (kB)"].iloc[0] == 2000 * 28 * 28 / 1e3
     assert costs.loc[costs.index.str.startswith("replay"), "images (kB)"].iloc[0] == 2000 * 28 * 28 / 1e3
+
+
+def traced_cell(at):
+    """(lost, recovered, images, change) from the traced cell's sentence."""
+    import re
+    text = next(m.value for m in at.markdown if " lost**, " in m.value)
+    pattern = r"\*\*(\d+) lost\*\*, (\d+) recovered of ([\d,]+) test images .* = ([-+]\d+\.\d+) points"
+    lost, recovered, images, change = re.search(pattern, text).groups()
+    return int(lost), int(recovered), int(images.replace(",", "")), float(change), text
+
+
+def test_a_matrix_cell_click_shows_the_images_it_lost(runs_dir):
+    at = page("forgetting")
+    demo = open_run(ROOT / "assets" / "demo-runs" / "rerelrp").run.metrics
+    tag = demo["acc_tag"]
+    at = select(at, "matrix-tag", [3, 1])
+    no_failures(at)
+    lost, recovered, images, change, text = traced_cell(at)
+    assert text.startswith("**Task 1, task-agnostic:**") and "after task 3" in text
+    assert images == 200 and change == pytest.approx(tag[3][1] - tag[1][1], abs=0.01)
+    assert (recovered - lost) / images * 100 == pytest.approx(change, abs=0.01)
+    assert lost > 0
+    table = next(d.value for d in at.dataframe if "p lost" in d.value.columns)
+    assert len(table) == lost and set(table["then"]) != set(table["now"]) and (table["task"] == 1).all()
+    assert any(m.value.startswith("#### Why test image") for m in at.markdown)
+    # the task-aware matrix: ReReLRP's frozen subnetworks lose nothing
+    at = select(at, "matrix-taw", [4, 0])
+    assert traced_cell(at)[:2] == (0, 0)
+    # a task-confusion cell: the images of task 4 taken for task 2 after the last task
+    at = select(at, "confusion", [4, 2])
+    no_failures(at)
+    heading = next(m.value for m in at.markdown
+                   if m.value.startswith("**Task 4's images recognised as task 2**"))
+    assert heading.endswith(f": {demo['task_confusion'][4][2]}")
+    # two runs on the same split, image by image
+    at.selectbox(key="pair_other").set_value("finetune (demo finetune)").run()
+    no_failures(at)
+    assert any("Test images after the last task" in c.proto.spec for c in at.get("plotly_chart"))
+    # right in ReReLRP and wrong in fine-tuning: at least as many as ReReLRP gets right beyond it
+    kept = next(m.value for m in at.markdown if m.value.startswith("**Right in this run, wrong in finetune"))
+    finetune = open_run(ROOT / "assets" / "demo-runs" / "finetune").run.metrics["acc_tag"][-1]
+    assert int(kept.split(":** ")[1].split()[0]) >= 2 * (sum(tag[-1]) - sum(finetune)) > 0
 
 
 def test_train_page_trains_saves_and_the_new_run_is_explorable(runs_dir):

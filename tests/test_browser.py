@@ -163,3 +163,24 @@ def test_a_link_straight_to_a_page_opens_it_inside_the_app(server, browser):
     nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
     assert "Tour" in nav and "Forgetting" in nav and "masking" not in nav, nav
     page.close()
+
+
+def test_clicking_a_forgetting_cell_shows_its_lost_images(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.goto(f"{server}/forgetting")
+    page.get_by_text("Where the accuracy went").wait_for(timeout=90_000)
+    wait_until_idle(page)
+    matrix = page.locator(".js-plotly-plot", has_text="Task-agnostic accuracy (%)")
+    matrix.scroll_into_view_if_needed()
+    cells = matrix.locator(".scatterlayer .trace .points path")
+    assert cells.count() == 15                        # one per cell of a 5-task matrix
+    cells.nth(8).click(force=True)                    # after task 3, task 2
+    sentence = page.locator("p", has_text="Task 2, task-agnostic:")
+    sentence.wait_for(timeout=30_000)
+    wait_until_idle(page)
+    assert "after task 3" in sentence.inner_text()
+    lost = int(sentence.inner_text().split(" lost")[0].split()[-1])
+    assert page.get_by_role("tab", name=f"Lost ({lost})").count() == 1
+    captions = page.locator('[data-testid="stImageCaption"]').all_text_contents()
+    assert sum(c.startswith("#") and "→" in c for c in captions) >= min(lost, 1)
+    page.close()
