@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .evaluation import FrozenEvaluation, evaluate_step
+from .evaluation import FrozenEvaluation, evaluate_step, evaluator_for
 from .learners import accuracy
 from .relevance import input_heatmap, unit_relevance
 from .tasks import class_of_row
@@ -32,10 +32,9 @@ def traced_outcomes(run, tasks):
     if run.outcomes:
         return run.outcomes, None
     learner = run.learner
-    if learner.ownership is not None and hasattr(learner.recogniser, "tasks_of") and learner.can_recognise():
-        evaluate, steps = FrozenEvaluation(), []
-        for s in range(run.tasks_done):
-            steps.append(evaluate(learner, tasks[:s + 1])[3])
+    evaluate = evaluator_for(learner)
+    if isinstance(evaluate, FrozenEvaluation) and learner.can_recognise():
+        steps = [evaluate(learner, tasks[:s + 1])[3] for s in range(run.tasks_done)]
         how = "recomputed from the run's frozen subnetworks and class statistics"
     elif run.snapshots and learner.method not in ("icarl", "rerelrp"):
         steps = _from_snapshots(run, tasks)
@@ -68,17 +67,22 @@ def _checked(run, tasks, steps, how):
                     differ.append(f"{kind} ({s}, {t})")
     if not differ:
         return f"Per-image outcomes {how}; they reproduce every cell of both matrices."
-    return (f"Per-image outcomes {how}; {len(differ)} cells differ slightly from the recorded matrices "
+    cells = "1 cell differs" if len(differ) == 1 else f"{len(differ)} cells differ"
+    return (f"Per-image outcomes {how}; {cells} slightly from the recorded matrices "
             f"({', '.join(differ[:4])}{', …' if len(differ) > 4 else ''}).")
 
 
+def _truth(task, kind):
+    """The right answer of every test image of ``task``: its class, or for ``tag`` its output row."""
+    return task.y_test.long() + (task.offset if kind == "tag" else 0)
+
+
 def _correct(outcome, task, kind):
-    truth = task.y_test.long() + (task.offset if kind == "tag" else 0)
-    return outcome[kind].long() == truth
+    return outcome[kind].long() == _truth(task, kind)
 
 
 def _accuracy(outcome, task, kind):
-    return accuracy(outcome[kind].long(), task.y_test.long() + (task.offset if kind == "tag" else 0))
+    return accuracy(outcome[kind].long(), _truth(task, kind))
 
 
 def _predicted_name(run, task, kind, value):
