@@ -19,7 +19,8 @@ def test_saved_run_predicts_identically(digits_run, digits_tasks, tmp_path):
         assert torch.equal(loaded.learner.predict_tag(task.x_test),
                            digits_run.learner.predict_tag(task.x_test))
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert files == ["learner.safetensors", "metrics.json", "model.safetensors", "run.json"]
+    assert files == ["learner.safetensors", "metrics.json", "model.safetensors", "outcomes.safetensors",
+                     "run.json"]
 
 
 def test_overwrite_is_atomic_and_leaves_no_temporaries(digits_run, tmp_path):
