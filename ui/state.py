@@ -149,8 +149,9 @@ def run_tasks(run):
     return cached_tasks(run.dataset, vars(run.split))
 
 
-def sidebar():
-    """The run picker shared by every page."""
+def sidebar(picker=True):
+    """The run picker shared by every page (``picker`` False: the run is named, not chosen, as
+    in an exercise that fixes it)."""
     runs = available_runs()
     st.sidebar.header("Run")
     if not runs:
@@ -158,12 +159,16 @@ def sidebar():
         return
     labels = [entry["label"] for entry in runs]
     paths = [str(entry["path"]) for entry in runs]
-    # the run this session looks at (picked here, or opened by a page or a test), else the first
+    # the run this session looks at (picked here, opened by a link, a page or a test), else the first
     current = st.session_state.get("run_path")
     index = paths.index(current) if current in paths else 0
-    label = st.sidebar.selectbox("Run to explore", labels, index=index,
-                                 help="The bundled demo run, or any run saved from the Train page "
-                                      "or the CLI.")
+    if picker:
+        label = st.sidebar.selectbox("Run to explore", labels, index=index,
+                                     help="The bundled demo run, or any run saved from the Train page "
+                                          "or the CLI.")
+    else:
+        label = labels[index]
+        st.sidebar.markdown(f"**{label}**")
     st.session_state["run_path"] = paths[labels.index(label)]
     shared = current_run()
     if shared is not None:

@@ -7,7 +7,7 @@ import streamlit as st
 from rerelrp_core.errors import UserError
 from rerelrp_core.explain import prepare_upload
 from rerelrp_core.lrp_rules import lrp_caveat
-from ui import figures
+from ui import figures, links
 from ui.pathway_view import class_probabilities, graph_view
 from ui.state import (
     ROOT,
@@ -123,14 +123,19 @@ def chosen_image(upload):
     return None, "Upload an image or pick a sample."
 
 
-source, uploader = st.tabs(["Test images", "Upload or sample"])
-with source:
-    gallery()
-with uploader:
-    upload = uploads()
+upload = None
+if not links.hidden("image"):          # an exercise may fix the image
+    source, uploader = st.tabs(["Test images", "Upload or sample"])
+    with source:
+        gallery()
+    with uploader:
+        upload = uploads()
 x, caption = chosen_image(upload)
 if x is None:
     st.info(caption)
+    st.stop()
+if not links.answer_shown():           # an exercise: the image, and nothing the network says, until answered
+    st.image(figures.image(x[0].numpy(), scale=max(1, 196 // x.shape[-1])), caption=f"The image: {caption}")
     st.stop()
 
 
@@ -256,11 +261,17 @@ elif why_task:
 # -- the pathway -------------------------------------------------------------------------------
 st.subheader("Pathway: from the input to the class, unit by unit")
 c1, c2 = st.columns(2)
-chosen = c1.selectbox("Subnetwork" if has_masks else "Task (the whole network, this task's classes)",
-                      range(run.tasks_done), index=recognised, key="explore_subnetwork",
-                      format_func=lambda m: f"task {m}" + (" (recognised)" if m == recognised else ""))
+st.session_state.setdefault("explore_subnetwork", recognised)    # a new image starts at its own task
+chosen = (st.session_state["explore_subnetwork"] if links.hidden("pathway") else
+          c1.selectbox("Subnetwork" if has_masks else "Task (the whole network, this task's classes)",
+                       range(run.tasks_done), key="explore_subnetwork",
+                       format_func=lambda m: f"task {m}" + (" (recognised)" if m == recognised else "")))
 overlay = None
-if has_masks:
+if st.session_state.get("explore_overlay") == chosen:      # a link may name the shown subnetwork twice
+    del st.session_state["explore_overlay"]
+if links.hidden("pathway"):
+    overlay = st.session_state.get("explore_overlay")
+elif has_masks:
     overlay = c2.selectbox("Overlay a second subnetwork",
                            [None] + [m for m in range(run.tasks_done) if m != chosen],
                            format_func=lambda m: "— none —" if m is None else f"task {m}",

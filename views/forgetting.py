@@ -13,7 +13,7 @@ from rerelrp_core.forgetting import (
     outcomes_table,
     recognition_confusion,
 )
-from ui import figures
+from ui import figures, links
 from ui.forgetting_view import (
     csv_text,
     download_figure,
@@ -82,6 +82,10 @@ def chosen_cell():
         kind, step, task = worst_cell(run.history)
         st.session_state.update({"forget_kind": kind, "forget_step": step, "forget_task": task,
                                  "forget_run": st.session_state.get("run_path")})
+    if links.hidden("cell"):           # an exercise fixes the cell
+        state = st.session_state
+        state["forget_task"] = min(state["forget_task"], state["forget_step"])
+        return state["forget_kind"], state["forget_step"], state["forget_task"], "most confidence lost"
     c1, c2, c3, c4 = st.columns(4)
     kind = c1.selectbox("Matrix", list(KINDS), format_func=KINDS.get, key="forget_kind")
     step = c2.selectbox("After task", range(run.tasks_done), key="forget_step")
@@ -149,7 +153,8 @@ def task_confusion(traced):
                "task-agnostic mistake; the share says how much of the step's mistakes it explains. Click a "
                "cell for its images.")
     c1, _ = st.columns([1, 3])
-    step = c1.selectbox("After task", range(run.tasks_done), index=run.tasks_done - 1, key="confusion_step")
+    st.session_state.setdefault("confusion_step", run.tasks_done - 1)
+    step = c1.selectbox("After task", range(run.tasks_done), key="confusion_step")
     confusion = recognition_confusion(traced, tasks, step)
     fig = figures.recognition_confusion(confusion, step)
     cell = clicked_cell(st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="confusion",
@@ -211,6 +216,8 @@ st.subheader("Where the accuracy went")
 st.caption("Click a cell: the test images of that task it lost since the task was learnt (right then, wrong "
            "now) and those it won back." + (f" {how}" if how else ""))
 matrices_to_click(traced)
+if not links.answer_shown():           # an exercise: what follows is the answer
+    st.stop()
 comparable = same_split_runs(run)
 if traced is not None:
     trace_a_cell(traced)

@@ -10,7 +10,7 @@ from rerelrp_core.explain import (
     reuse_matrix,
 )
 from rerelrp_core.pruning import level_for
-from ui import figures
+from ui import figures, links
 from ui.glossary import TERMS
 from ui.state import finished_run, pruning_curve, tasks_or_stop
 
@@ -32,12 +32,20 @@ st.dataframe([{**row, "classes": ", ".join(row["classes"])} for row in rows], hi
 
 st.subheader("Ablation: switch a pathway off")
 c1, c2 = st.columns(2)
-owner = c1.selectbox("Units owned by", [None] + list(range(run.tasks_done)),
-                     format_func=lambda t: "— nobody —" if t is None else f"task {t}",
-                     help="Every unit this task froze is switched off in every subnetwork.")
-layer = c2.selectbox("Whole layer", [None] + run.layer_names,
-                     format_func=lambda n: "— none —" if n is None else n,
-                     help="Every unit of this layer is switched off.")
+if links.hidden("ablation"):           # an exercise fixes what is switched off
+    owner, layer = st.session_state.get("ablate_owner"), st.session_state.get("ablate_layer")
+    st.markdown("Switched off: " + " and ".join(
+        ([f"every unit task {owner} froze"] if owner is not None else [])
+        + ([f"every unit of {layer}"] if layer is not None else [])) or "nothing")
+else:
+    owner = c1.selectbox("Units owned by", [None] + list(range(run.tasks_done)), key="ablate_owner",
+                         format_func=lambda t: "— nobody —" if t is None else f"task {t}",
+                         help="Every unit this task froze is switched off in every subnetwork.")
+    layer = c2.selectbox("Whole layer", [None] + run.layer_names, key="ablate_layer",
+                         format_func=lambda n: "— none —" if n is None else n,
+                         help="Every unit of this layer is switched off.")
+if not links.answer_shown():           # an exercise: what follows is the answer
+    st.stop()
 if owner is None and layer is None:
     st.caption("Choose a task's pathway or a layer to switch off.")
 else:
@@ -84,8 +92,13 @@ st.caption("Move acc_drop to see how many units a finished task would keep and w
            "tasks (plasticity); more keep the task's accuracy (stability). " + TERMS["acc_drop"])
 c1, c2 = st.columns([1, 3])
 task_index = c1.selectbox("Task", range(run.tasks_done), format_func=lambda t: f"task {t}", key="curve_task")
-acc_drop = c1.slider("acc_drop (points)", 0.0, 20.0, float(run.config.acc_drop), 0.25, key="curve_acc_drop",
-                     help=TERMS["acc_drop"])
+st.session_state.setdefault("curve_acc_drop", float(run.config.acc_drop))
+if links.hidden("acc_drop"):
+    acc_drop = st.session_state["curve_acc_drop"]
+    c1.markdown(f"acc_drop: **{acc_drop:g}** points")
+else:
+    acc_drop = c1.slider("acc_drop (points)", 0.0, 20.0, step=0.25, key="curve_acc_drop",
+                         help=TERMS["acc_drop"])
 try:
     with st.spinner("Walking the pruning curve once…"):
         curve = pruning_curve(shared, tasks[task_index])

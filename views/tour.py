@@ -3,7 +3,7 @@ import streamlit as st
 
 from rerelrp_core.errors import UserError
 from rerelrp_core.explain import drift_scores, forgetting_of, ownership_shares
-from ui import figures
+from ui import figures, links
 from ui.glossary import TERMS, glossary_markdown
 from ui.pathway_view import class_probabilities, graph_view
 from ui.state import DEMO_RUNS, drift, explanation, open_run, pathway, run_tasks
@@ -133,9 +133,10 @@ try:
     draw()
 except UserError as error:     # a demo run deleted or damaged: say which, keep the tour alive
     st.error(f"This step needs the bundled demo runs in {DEMO_RUNS}: {error}")
-back, forward, _ = st.columns([1, 1, 4])
-back.button("← Back", disabled=step == 0, on_click=go, args=(step - 1,), key="tour_back")
-forward.button("Next →", disabled=step == len(STEPS) - 1, on_click=go, args=(step + 1,), type="primary",
-               key="tour_next")
+if not links.hidden("nav"):
+    back, forward, _ = st.columns([1, 1, 4])
+    back.button("← Back", disabled=step == 0, on_click=go, args=(step - 1,), key="tour_back")
+    forward.button("Next →", disabled=step == len(STEPS) - 1, on_click=go, args=(step + 1,), type="primary",
+                   key="tour_next")
 with st.expander("The words used here"):
     st.markdown(glossary_markdown())
