@@ -92,3 +92,49 @@ def test_acc_drop_slider_moves_along_the_pruning_curve(runs_dir):
     no_failures(at)
     assert loose < strict
     assert loose <= kept() <= strict
+
+
+DEMOS = sorted(p.name for p in (ROOT / "assets" / "demo-runs").iterdir() if (p / "run.json").exists())
+
+
+def demo_metrics(name):
+    return json.loads((ROOT / "assets" / "demo-runs" / name / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("name", DEMOS)
+def test_the_tours_words_agree_with_every_bundled_runs_metrics(name):
+    """Every number and claim the tour writes about a run, read back from the words and checked
+    against the run's own metrics (the tour once said "the newest classes win every answer" beside
+    a matrix where the newest task had 50 % and the one before 98 %)."""
+    import re
+
+    import numpy as np
+
+    from ui.claims import forgetting_words, images_kept, protection_words
+    m = demo_metrics(name)
+    words = forgetting_words(m)
+    said = {int(t): float(a) for t, a in re.findall(r"task (\d+) ([\d.]+) %", words)}
+    assert said == {t: round(a, 1) for t, a in enumerate(m["acc_tag"][-1])}
+    share, top = re.search(r"(\d+)% of all its answers name a class of task (\d+)", words).groups()
+    answers = np.array(m["task_confusion"]).sum(0)
+    assert answers[int(top)] == answers.max()
+    assert int(share) == round(100 * answers.max() / answers.sum())
+    assert ("trained against its own classes only" in words) == (m["config"]["loss_scope"] == "task")
+    protection = protection_words(m)
+    assert ("exactly 0" in protection) == (m["forgetting_taw"] == 0)
+    assert f"{m['forgetting_taw']:.2f} points" in protection
+    kept = images_kept(m, 28 * 28)
+    expected = {"replay": m["config"]["memory"], "icarl": m["config"]["memory"]}.get(m["method"])
+    if expected is not None:
+        assert kept == expected
+    if m["method"] in ("rerelrp", "finetune", "ewc", "lwf"):
+        assert kept == 0
+
+
+def test_the_tour_shows_those_words(runs_dir):
+    from ui.claims import forgetting_words, protection_words
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    no_failures(at)
+    assert any(forgetting_words(demo_metrics("finetune")) in m.value for m in at.markdown)
+    [b for b in at.button if b.label == "Next →"][0].click().run()
+    assert any(protection_words(demo_metrics("rerelrp")) in m.value for m in at.markdown)

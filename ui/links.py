@@ -152,8 +152,24 @@ PAGES = {
                    Param("confusion", "confusion_cell", _cell, _write_cell)],
     "tour": [Param("step", "tour_step", _tour_step, lambda value: None if value is None else str(value + 1))],
 }
-# keys a page clears when it sees another run than before; a link restores them for its own run
-RUN_MARKERS = {"explore": "explore_run", "forgetting": "forget_run"}
+# per page: the key naming the run its state belongs to, and that state (cleared for another run)
+PAGE_STATE = {
+    "explore": ("explore_run", ("explore_pick", "explore_unit", "explore_target", "explore_subnetwork",
+                                "explore_overlay", "seen-index", "seen-upload", "gallery_index",
+                                "gallery_task")),
+    "forgetting": ("forget_run", ("forget_kind", "forget_step", "forget_task", "forget_classes",
+                                  "confusion_step", "confusion_cell", "pair_cell", "pair_other",
+                                  "pair_kind")),
+}
+
+
+def fresh_page_state(page, force=False):
+    """Clear ``page``'s state when it belongs to another run than the one shown (or ``force``)."""
+    marker, keys = PAGE_STATE[page]
+    if force or st.session_state.get(marker) != st.session_state.get("run_path"):
+        for key in keys:
+            st.session_state.pop(key, None)
+        st.session_state[marker] = st.session_state.get("run_path")
 
 
 def _run():
@@ -181,9 +197,9 @@ def restore(page):
     """Apply the URL's query parameters to this session when they are new (a link was opened or
     typed), not ones this app wrote itself; returns what was ignored, as ``name=value (why)``."""
     params = st.query_params.to_dict()
-    if params == st.session_state.get("link_written"):
+    if _key(params) in st.session_state.setdefault("links_written", []):
         return []
-    st.session_state["link_written"] = params
+    _remember(params)
     for key in ("exercise_answer", "exercise_revealed"):       # a new exercise starts unanswered
         st.session_state.pop(key, None)
     ignored = []
@@ -206,6 +222,8 @@ def restore(page):
     except UserError:           # the page says what is wrong with the run
         return ignored
     known = {p.name: p for p in PAGES.get(page, [])}
+    if page in PAGE_STATE and known.keys() & params.keys():      # the link's view starts afresh
+        fresh_page_state(page, force=True)
     for name, text in params.items():
         if name in ("run", *EXERCISE):
             continue
@@ -216,8 +234,6 @@ def restore(page):
             st.session_state[known[name].key] = known[name].read(text, run)
         except ValueError as error:
             ignored.append(f"{name}={text} ({error})")
-    if page in RUN_MARKERS:
-        st.session_state[RUN_MARKERS[page]] = st.session_state["run_path"]
     return ignored
 
 
@@ -257,8 +273,22 @@ def publish(page):
     params = current(page)
     if params != st.query_params.to_dict():
         st.query_params.from_dict(params)
-    st.session_state["link_written"] = params
+    _remember(params)
     return link_to(page, params)
+
+
+def _key(params):
+    return sorted(params.items())
+
+
+def _remember(params):
+    """Note ``params`` as this session's own: a rerun that still sees them (or earlier ones this
+    session wrote: a rerun that interrupts a script may keep the URL as it was) applies nothing.
+    Only a link opened from outside applies."""
+    written = st.session_state.setdefault("links_written", [])
+    if _key(params) not in written:
+        written.append(_key(params))
+        del written[:-20]
 
 
 def link_to(page, params):

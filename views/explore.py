@@ -36,13 +36,7 @@ if not run.tasks_done:
     st.stop()
 tasks, missing_data = data_tasks(run)
 has_masks = run.learner.ownership is not None
-EXPLORE_KEYS = ("explore_pick", "explore_unit", "explore_target", "explore_subnetwork", "explore_overlay",
-                "seen-index", "seen-upload", "gallery_index", "gallery_task")
-if st.session_state.get("explore_run") != st.session_state.get("run_path"):
-    # another run: its images, units and tasks are not this run's
-    for key in EXPLORE_KEYS:
-        st.session_state.pop(key, None)
-    st.session_state["explore_run"] = st.session_state.get("run_path")
+links.fresh_page_state("explore")     # another run: its images, units and tasks are not this run's
 
 
 def pick(choice):

@@ -49,6 +49,7 @@ def worst_cell(history):
 st.title("Forgetting")
 shared = finished_run()
 run = shared.run
+links.fresh_page_state("forgetting")     # another run: its cells and choices are not this run's
 m = run.metrics
 c1, c2, c3 = st.columns(3)
 c1.metric("TAw forgetting", f"{m['forgetting_taw']:.2f}", help=f"{TERMS['forgetting']} {TERMS['TAw']}")
@@ -78,10 +79,10 @@ def matrices_to_click(traced):
 def chosen_cell():
     """The traced cell's (kind, step, task) and the order of its images, from the selectors (the
     worst cell when a run is first shown)."""
-    if st.session_state.get("forget_run") != st.session_state.get("run_path"):
+    if not {"forget_kind", "forget_step", "forget_task"} <= st.session_state.keys():
         kind, step, task = worst_cell(run.history)
-        st.session_state.update({"forget_kind": kind, "forget_step": step, "forget_task": task,
-                                 "forget_run": st.session_state.get("run_path")})
+        for key, value in (("forget_kind", kind), ("forget_step", step), ("forget_task", task)):
+            st.session_state.setdefault(key, value)
     if links.hidden("cell"):           # an exercise fixes the cell
         state = st.session_state
         state["forget_task"] = min(state["forget_task"], state["forget_step"])

@@ -1,9 +1,11 @@
 """Tour: forgetting and ReReLRP in four steps on the bundled demo runs, one figure per step."""
+import numpy as np
 import streamlit as st
 
 from rerelrp_core.errors import UserError
 from rerelrp_core.explain import drift_scores, forgetting_of, ownership_shares
 from ui import figures, links
+from ui.claims import forgetting_words, images_kept, memory_words, protection_words
 from ui.glossary import TERMS, glossary_markdown
 from ui.pathway_view import class_probabilities, graph_view
 from ui.state import DEMO_RUNS, drift, explanation, open_run, pathway, run_tasks
@@ -31,9 +33,8 @@ def step_forgetting():
     row = task.offset + int(task.y_test[IMAGE_INDEX])
     st.markdown("Plain **fine-tuning** trains one network on five tasks in turn (two digits each). Each new "
                 "task overwrites what the earlier ones relied on: read a column of the matrix downwards to "
-                "watch a task's accuracy fall. Without the task label (left) old tasks are lost almost "
-                "entirely, because the newest classes win every answer. The explanation of one test image "
-                "drifts as its task is forgotten (right).")
+                f"watch a task's accuracy fall. {forgetting_words(run.metrics)} The explanation of one test "
+                "image drifts as its task is forgotten (right).")
     left, right = st.columns([2, 3])
     matrix = figures.accuracy_matrix(run.metrics["acc_tag"], "Fine-tuning: task-agnostic accuracy (%)")
     left.plotly_chart(matrix, width="stretch")
@@ -54,7 +55,7 @@ def step_pathways():
     st.markdown("**ReReLRP** runs Layer-wise Relevance Propagation after each task to find the units the "
                 "task relies on. It keeps those in the task's *subnetwork*, prunes the rest from it (within "
                 "`acc_drop` points of validation accuracy) and **freezes** what it kept: later tasks may "
-                "read those units but never change them, so task-aware forgetting is exactly 0.")
+                f"read those units but never change them, {protection_words(run.metrics)}.")
     path = pathway(shared, x, task.index)
     graph = figures.pathway_graph(graph_view(run, path, x, class_probabilities(path)))
     st.plotly_chart(graph, width="content", config={"displayModeBar": False})
@@ -92,10 +93,11 @@ def step_recognition():
 def step_memory():
     names = [n for n in ("rerelrp", "replay", "icarl", "joint", "finetune") if (DEMO_RUNS / n).exists()]
     rows = [stored_summary(n, demo(n).run.metrics) for n in names]
-    st.markdown("What does each method keep, beyond the network, to avoid forgetting? **Replay** and "
-                "**iCaRL** keep 2,000 old images, **joint** training keeps them all, **fine-tuning** keeps "
-                "nothing and forgets. ReReLRP keeps masks, per-class statistics and one relevance "
-                "number per unit and task: no image at all.")
+    pixels = int(np.prod(demo("rerelrp").run.input_shape))
+    kept = {n: images_kept(demo(n).run.metrics, pixels) for n in names}
+    st.markdown("What does each method keep, beyond the network, to avoid forgetting? "
+                f"{memory_words(kept)} ReReLRP keeps masks, per-class statistics and one relevance number "
+                f"per unit and task: {kept.get('rerelrp', 0):,} images.")
     by_name = dict(zip(names, rows))
     if "replay" in by_name and "rerelrp" in by_name:      # the honest comparison, from the runs themselves
         ours, replay = by_name["rerelrp"], by_name["replay"]
