@@ -61,7 +61,7 @@ def _image(text, run):
         return ("test", _task(task, run), _int(index))
     if kind == "sample":
         from ui.state import ROOT
-        if not (ROOT / "assets" / "samples" / rest).is_file() or "/" in rest:
+        if "/" in rest or "\\" in rest or not (ROOT / "assets" / "samples" / rest).is_file():
             raise ValueError("no such sample image")
         return ("sample", rest)
     raise ValueError("write test:TASK:INDEX or sample:FILE")
