@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -184,3 +185,32 @@ def test_clicking_a_forgetting_cell_shows_its_lost_images(server, browser):
     captions = page.locator('[data-testid="stImageCaption"]').all_text_contents()
     assert sum(c.startswith("#") and "→" in c for c in captions) >= min(lost, 1)
     page.close()
+
+
+def test_a_copied_link_opens_the_same_view_in_a_fresh_browser(server, browser):
+    first = browser.new_context(viewport={"width": 1400, "height": 2400})
+    page = first.new_page()
+    page.goto(f"{server}/explore")
+    page.get_by_text("Predicted class", exact=True).wait_for(timeout=90_000)
+    wait_until_idle(page)
+    graph = page.locator(".js-plotly-plot", has_text="click a class to explain it")
+    graph.scroll_into_view_if_needed()
+    graph.locator(".scatterlayer .trace .points path").nth(3).click(force=True)
+    heading = page.get_by_text("sees — frozen by task")
+    heading.wait_for(timeout=30_000)
+    wait_until_idle(page)
+    link = page.locator('[data-testid="stSidebar"] [data-testid="stCode"]').inner_text().strip()
+    assert link.startswith(server) and "unit=" in link, link
+    assert unquote(page.url) == unquote(link)       # the address bar holds the same link
+    metrics = '[data-testid="stMain"] [data-testid="stMetricValue"]'
+    shown = (heading.inner_text(), page.locator(metrics).all_inner_texts())
+    second = browser.new_context(viewport={"width": 1400, "height": 2400})     # no shared session
+    other = second.new_page()
+    other.goto(link)
+    other.get_by_text("sees — frozen by task").wait_for(timeout=90_000)
+    wait_until_idle(other)
+    again = (other.get_by_text("sees — frozen by task").inner_text(),
+             other.locator(metrics).all_inner_texts())
+    assert again == shown
+    first.close()
+    second.close()
