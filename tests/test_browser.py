@@ -188,6 +188,7 @@ def test_clicking_a_forgetting_cell_shows_its_lost_images(server, browser):
 
 
 def test_a_copied_link_opens_the_same_view_in_a_fresh_browser(server, browser):
+    from playwright.sync_api import expect
     first = browser.new_context(viewport={"width": 1400, "height": 2400})
     page = first.new_page()
     page.goto(f"{server}/explore")
@@ -207,8 +208,10 @@ def test_a_copied_link_opens_the_same_view_in_a_fresh_browser(server, browser):
     second = browser.new_context(viewport={"width": 1400, "height": 2400})     # no shared session
     other = second.new_page()
     other.goto(link)
+    other.get_by_text("Predicted class", exact=True).wait_for(timeout=90_000)
     other.get_by_text("sees — frozen by task").wait_for(timeout=90_000)
     wait_until_idle(other)
+    expect(other.locator(metrics)).to_have_count(len(shown[1]))
     again = (other.get_by_text("sees — frozen by task").inner_text(),
              other.locator(metrics).all_inner_texts())
     assert again == shown
