@@ -48,14 +48,16 @@ def train_sequence(dataset, split, config, progress=None, should_stop=None, on_t
     evaluate = evaluator_for(learner)
     with deterministic(learner.device):      # CUDA: reproducible kernels (a resume equals a whole run)
         for task in tasks[run.tasks_done:]:
-            _learn_task(run, task, scored[:task.index + 1], len(tasks), evaluate, progress, should_stop)
+            _learn_task(run, task, scored[:task.index + 1], len(tasks), evaluate, progress, should_stop,
+                        keep_outcomes=evaluate_on == "test")
             if on_task_end:
                 on_task_end(run)
     return run
 
 
-def _learn_task(run, task, seen, n_tasks, evaluate, progress, should_stop):
-    """Train and consolidate ``task``, then score every ``seen`` task into the run's history."""
+def _learn_task(run, task, seen, n_tasks, evaluate, progress, should_stop, keep_outcomes=True):
+    """Train and consolidate ``task``, then score every ``seen`` task into the run's history, and
+    (``keep_outcomes``: scored on the test images) every test image's outcome."""
     learner = run.learner
     learner.train_task(task, progress, should_stop)
     learner.consolidate(task, progress)
@@ -63,7 +65,10 @@ def _learn_task(run, task, seen, n_tasks, evaluate, progress, should_stop):
         run.snapshots.append({k: v.detach().half().cpu() for k, v in learner.model.state_dict().items()})
     started = time.perf_counter()
     taw, tag, confusion, outcomes = evaluate(learner, seen)
-    run.outcomes.append(outcomes)
+    if keep_outcomes and len(run.outcomes) == task.index:
+        run.outcomes.append(outcomes)
+    else:       # a resumed run saved before outcomes were kept: none, rather than some steps only
+        run.outcomes.clear()
     run.history["acc_taw"].append(taw)
     run.history["acc_tag"].append(tag)
     run.history["task_confusion"] = confusion

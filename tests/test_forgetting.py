@@ -161,3 +161,17 @@ def test_what_moved_for_an_image(digits, digits_split, digits_tasks, finetune_ru
 def runs_without_snapshots(run):
     import dataclasses
     return dataclasses.replace(run, snapshots=[])
+
+
+def test_a_resumed_older_run_keeps_no_outcomes(digits, digits_split, digits_tasks, tmp_path):
+    """Outcomes of some steps only would be wrong steps: a run resumed from a checkpoint saved
+    before outcomes were kept (here: outcomes dropped after task 1) keeps none, and they are
+    recomputed when asked, as for any older run."""
+    def saved_before_outcomes(run):
+        if run.tasks_done == 2:
+            run.outcomes.clear()
+    run = train_sequence(digits, digits_split, small_config(epochs=3), on_task_end=saved_before_outcomes)
+    assert run.outcomes == [] and run.tasks_done == 3
+    assert load_run(save_run(run, tmp_path / "older"), device="cpu").outcomes == []
+    recomputed, note = traced_outcomes(run, digits_tasks)
+    assert len(recomputed) == 3 and "reproduce every cell" in note

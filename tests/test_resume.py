@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import torch
+
 ARGS = ["train", "--dataset", "mnist5k", "--tasks", "5", "--epochs", "4", "--seed", "3", "--quiet"]
 
 
@@ -48,3 +50,8 @@ def test_kill_and_resume_gives_the_uninterrupted_metrics(tmp_path):
     for key in ("acc_taw", "acc_tag", "forgetting_taw", "forgetting_tag", "capacity", "task_confusion",
                 "stored_bytes_per_task"):
         assert metrics[key] == expected[key], key
+    from rerelrp_core.runs import load_run  # and every test image's outcome at every step
+    mine, theirs = load_run(out, device="cpu").outcomes, load_run(reference, device="cpu").outcomes
+    assert len(mine) == len(theirs) == 5
+    assert all(torch.equal(a[name], b[name]) for step, other in zip(mine, theirs)
+               for a, b in zip(step, other) for name in ("taw", "tag", "task"))
