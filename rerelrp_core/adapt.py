@@ -243,13 +243,19 @@ def adapt(module, input_shape, n_classes, arch="custom", input_size=None):
                         "protect.")
     head_path = names[classifier]
     _replace(module, head_path, nn.Identity())
-    head = nn.Linear(classifier.weight.shape[1], n_classes)
+    # a Linear made for these classes becomes the head as it is (the built-in networks'); any other
+    # classifier is replaced by a new head on the same features
+    head = (classifier if isinstance(classifier, nn.Linear) and classifier.out_features == n_classes
+            else nn.Linear(classifier.weight.shape[1], n_classes))
     for where, hook in hooks:
         where.register_forward_hook(hook)
     net = ContinualNet(arch, Adapted(adapter, module), head, unit_layers, input_shape)
     # registered as modules, so that a deep copy of the network gives its hooks the copied masks
     net.unit_masks = nn.ModuleList([layer.mask for layer in unit_layers])
     net.classifier_path = head_path
+    # whether LRP's z+ counts the layers' biases: a module may ask for it (the built-in networks,
+    # whose relevance has always counted them); else they are left out (see lrp_rules)
+    net.zplus_biases = bool(getattr(module, "lrp_zplus_biases", False))
     return net
 
 

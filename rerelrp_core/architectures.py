@@ -6,7 +6,7 @@
 * ``PATH.py:FUNCTION``: a function in a Python file of the user's, called without arguments, that
   returns an ``nn.Module``. Running it runs the user's code: the command line and Python only.
 
-Every one but the built-ins goes through :func:`~rerelrp_core.adapt.adapt`.
+Every one goes through :func:`~rerelrp_core.adapt.adapt`.
 """
 import hashlib
 import importlib.util
@@ -65,9 +65,13 @@ def _file_parts(spec):
     return Path(path).expanduser(), function
 
 
-def build_module(spec):
-    """The plain ``nn.Module`` that ``spec`` names (torchvision or a user's file), untrained."""
+def build_module(spec, input_shape=None, n_classes=None):
+    """The plain ``nn.Module`` that ``spec`` names, untrained (a built-in network is made for
+    ``input_shape`` and ``n_classes``)."""
     check_spec(spec)
+    if kind_of(spec) == "builtin":
+        from .models import ARCHITECTURES
+        return ARCHITECTURES[spec](tuple(input_shape), n_classes)
     if kind_of(spec) == "torchvision":
         from .compat import torchvision
         name = spec[len(TORCHVISION):]
@@ -167,7 +171,7 @@ def weights_digest(file):
 def build_adapted(spec, input_shape, n_classes, weights=None, input_size=None):
     """Build ``spec``'s module, start it from ``weights`` when given, and adapt it."""
     from .adapt import adapt
-    module = build_module(spec)
+    module = build_module(spec, input_shape, n_classes)
     net = adapt(module, tuple(input_shape), n_classes, arch=spec, input_size=input_size)
     if weights:    # the classifier's tensors are left out: it became the task heads
         load_weights(module, weights, skip=(net.classifier_path,))

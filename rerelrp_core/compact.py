@@ -13,11 +13,11 @@ from functools import partial
 import torch
 from torch import nn
 
-from .models import UnitMask, inference_batch
+from .models import inference_batch
 
 # modules that treat every channel alike and can run on the kept channels as they are
 CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)
-RECORD = "record"        # a step that keeps the running activations (where a UnitMask sat)
+RECORD = "record"        # a step that keeps the running activations (where a unit layer's mask sits)
 
 
 class CompactSubnetwork:
@@ -30,35 +30,35 @@ class CompactSubnetwork:
 
     @classmethod
     def of(cls, model, keep):
-        """The compact subnetwork, or None when the backbone is not a plain stack of layers."""
-        modules = list(model.backbone) if isinstance(model.backbone, nn.Sequential) else None
-        known = (nn.Conv2d, nn.Linear, UnitMask) + CHANNELWISE
-        if not modules or not all(isinstance(m, known) for m in modules):
+        """The compact subnetwork, or None when the network is not a plain stack of layers (an
+        ``nn.Sequential`` whose unit layers are masked right at their output)."""
+        adapter, stack = model.backbone.adapter, model.backbone.module
+        if not isinstance(stack, nn.Sequential):
             return None
-        kept_of = {id(layer.mask): torch.nonzero(k.cpu()).flatten()
-                   for layer, k in zip(model.unit_layers, keep)}
-        steps, kept_in, channels_in = [], None, None
+        layer_of = {id(layer.producers[0]): (layer, k) for layer, k in zip(model.unit_layers, keep)}
+        steps, kept_in, channels_in = [adapter], None, None
         with torch.no_grad():
-            for module, following in zip(modules, modules[1:] + [None]):
-                if isinstance(module, UnitMask):
-                    steps.append(RECORD)
-                elif isinstance(module, (nn.Conv2d, nn.Linear)):
-                    if not isinstance(following, UnitMask) or getattr(module, "groups", 1) != 1:
+            for module in stack:
+                if id(module) in layer_of:
+                    layer, k = layer_of[id(module)]
+                    if len(layer.producers) != 1 or getattr(module, "groups", 1) != 1:
                         return None
-                    kept = kept_of[id(following)].to(module.weight.device)
+                    kept = torch.nonzero(k.cpu()).flatten().to(module.weight.device)
                     weight = module.weight[kept]
                     if kept_in is not None:
                         weight = weight[:, _input_columns(module, kept_in, channels_in)]
                     bias = None if module.bias is None else module.bias[kept].clone()
-                    steps.append(_sliced(module, weight.contiguous(), bias))
+                    steps += [_sliced(module, weight.contiguous(), bias), RECORD]
                     kept_in, channels_in = kept, module.weight.shape[0]
-                else:
+                elif isinstance(module, CHANNELWISE):
                     steps.append(module)
+                elif not isinstance(module, nn.Identity):       # the classifier became the heads
+                    return None
         return cls(steps, next(model.parameters()).device)
 
     @torch.no_grad()
     def activations(self, x):
-        """Per unit layer, the kept units' outputs (what the masked pass's UnitMask passes on for
+        """Per unit layer, the kept units' outputs (what the masked pass's mask passes on for
         them), for a batch ``x``."""
         recorded = []
         x = x.to(self.device)

@@ -16,10 +16,11 @@ for bit (tested). Two changes to how the rules run, none to what they compute:
   it), so the plain backward never runs.
 
 Changes to what is computed, for networks where zennit's rules do not hold: average pools over
-inputs that can be negative split by magnitude (:class:`MagnitudeNorm`); adapted networks' z+
-leaves biases out (:class:`ReroutedComposite`); every BatchNorm the adapter paired with a layer is
-merged into it (:func:`canonizers_for`); sums, gates, activations and normalisations in a model's
-own forward code get rules of their own (:mod:`~rerelrp_core.lrp_ops`).
+inputs that can be negative split by magnitude (:class:`MagnitudeNorm`); z+ leaves biases out
+unless the network asks for them (:class:`ReroutedComposite`; the built-in networks do); every
+BatchNorm the adapter paired with a layer is merged into it (:func:`canonizers_for`); sums, gates,
+activations and normalisations in a model's own forward code get rules of their own
+(:mod:`~rerelrp_core.lrp_ops`).
 """
 import torch
 from zennit.canonizers import NamedMergeBatchNorm
@@ -170,12 +171,7 @@ class ReroutedComposite(EpsilonPlusFlat):
 
 def composite_for(model):
     """The LRP composite for ``model`` (with the canonizers its architecture needs)."""
-    return ReroutedComposite(canonizers=canonizers_for(model), bias_free_zplus=is_adapted(model))
-
-
-def is_adapted(model):
-    """Whether ``model`` came through :func:`~rerelrp_core.adapt.adapt` (not a built-in network)."""
-    return getattr(model, "classifier_path", None) is not None
+    return ReroutedComposite(canonizers=canonizers_for(model), bias_free_zplus=not model.zplus_biases)
 
 
 def canonizers_for(model):

@@ -1,15 +1,18 @@
-"""Architectures with explicit *unit masks*, and one output layer sliced per task.
+"""Continual-learning networks: unit masks, the task-sliced head, and the built-in networks.
 
 A *unit* is an output channel of a Conv2d or an output neuron of a Linear layer of the backbone.
-Right after every such layer (after its BatchNorm, when it has one) sits a :class:`UnitMask`; it
-multiplies the layer's output by a per-unit mask, which turns the one network into any task's
+Where each unit layer's output is complete (after its BatchNorm, when it has one) a
+:class:`UnitMask` multiplies it by a per-unit mask, which turns the one network into any task's
 subnetwork without copying it, and it is where relevance is read off during LRP. The output layer
 (``head``) has one block of rows per task and is not made of units: it is never pruned.
 
-In every architecture each convolution after the first reads a ReLU's output (directly, or through
-a mask or max-pooling), so its input is never negative; LRP's z+ rule relies on it
-(``lrp_rules.NonNegativeZPlus``) and a test checks it for each architecture.
+The built-in networks (``cnn``, ``cnn-small``, ``vgg11``, ``resnet18``) are plain modules; like any
+other network they become a :class:`ContinualNet` through :func:`~rerelrp_core.adapt.adapt`, which
+finds their units and places the masks. In each of them every convolution after the first reads a
+ReLU's output (directly or through max-pooling), so its input is never negative; LRP's z+ rule
+relies on it where it holds (``lrp_rules.SignChecked`` checks it on every pass).
 """
+from collections import OrderedDict
 from contextlib import contextmanager
 
 import torch
@@ -111,6 +114,8 @@ class UnitLayer:
 class ContinualNet(nn.Module):
     """A backbone of unit layers followed by one linear output layer whose rows are sliced per task."""
 
+    zplus_biases = False    # whether LRP's z+ counts the layers' biases (set by adapt)
+
     def __init__(self, arch, backbone, head, unit_layers, input_shape):
         super().__init__()
         self.arch = arch
@@ -169,112 +174,86 @@ class ContinualNet(nn.Module):
 
 
 def small_cnn(input_shape, n_classes, widths=(32, 64), hidden=256):
-    """The default model: two 3x3 conv blocks with max-pooling and one hidden dense layer."""
+    """The default model: two 3x3 conv blocks with max-pooling, one hidden dense layer and a
+    classifier (a plain module; :mod:`~rerelrp_core.adapt` finds its units like any other's)."""
     channels, height, width = input_shape
-    layers, unit_layers, c_in = [], [], channels
-    for c_out in widths:
-        conv, mask = nn.Conv2d(c_in, c_out, 3, padding=1), UnitMask(c_out)
-        layers += [conv, mask, nn.ReLU(), MaxPool(2)]
-        unit_layers.append(UnitLayer(f"conv{len(unit_layers) + 1}", mask, [conv]))
+    layers, c_in = [], channels
+    for i, c_out in enumerate(widths, 1):
+        layers += [(f"conv{i}", nn.Conv2d(c_in, c_out, 3, padding=1)), (f"relu{i}", nn.ReLU()),
+                   (f"pool{i}", MaxPool(2))]
         c_in, height, width = c_out, height // 2, width // 2
     if height < 1 or width < 1:
         raise UserError(f"Images of size {input_shape[1:]} are too small for the default CNN (at least 4x4).")
-    dense, mask = nn.Linear(c_in * height * width, hidden), UnitMask(hidden)
-    layers += [nn.Flatten(), dense, mask, nn.ReLU()]
-    unit_layers.append(UnitLayer("fc1", mask, [dense]))
-    return ContinualNet("cnn", nn.Sequential(*layers), nn.Linear(hidden, n_classes), unit_layers, input_shape)
+    layers += [("flatten", nn.Flatten()), ("fc1", nn.Linear(c_in * height * width, hidden)),
+               ("relu_fc1", nn.ReLU()), ("classifier", nn.Linear(hidden, n_classes))]
+    return nn.Sequential(OrderedDict(layers))
 
 
 def vgg11(input_shape, n_classes, hidden=256):
     """torchvision's VGG-11 conv stack for small inputs: first conv takes the input's channels, max
-    pools that would shrink the map below 2x2 are dropped, then global average pooling and one
-    hidden dense layer."""
+    pools that would shrink the map below 2x2 are dropped, then global average pooling, one hidden
+    dense layer and a classifier."""
     from .compat import torchvision
     reference = torchvision.models.vgg11(weights=None)
     channels, size = input_shape[0], min(input_shape[1:])
-    layers, unit_layers, c_in = [], [], channels
+    layers, c_in = [], channels
     for module in reference.features:
         if isinstance(module, nn.Conv2d):
-            conv, mask = nn.Conv2d(c_in, module.out_channels, 3, padding=1), UnitMask(module.out_channels)
-            layers += [conv, mask]
-            unit_layers.append(UnitLayer(f"conv{len(unit_layers) + 1}", mask, [conv]))
+            number = sum(name.startswith("conv") for name, _ in layers) + 1
+            layers.append((f"conv{number}", nn.Conv2d(c_in, module.out_channels, 3, padding=1)))
             c_in = module.out_channels
         elif isinstance(module, nn.MaxPool2d):
             if size // 2 >= 2:
-                layers.append(MaxPool(2))
+                layers.append((f"pool{len(layers)}", MaxPool(2)))
                 size //= 2
         else:
-            layers.append(nn.ReLU())
-    dense, mask = nn.Linear(c_in, hidden), UnitMask(hidden)
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), dense, mask, nn.ReLU()]
-    unit_layers.append(UnitLayer("fc1", mask, [dense]))
-    return ContinualNet("vgg11", nn.Sequential(*layers), nn.Linear(hidden, n_classes), unit_layers,
-                        input_shape)
-
-
-class _ResNetBackbone(nn.Module):
-    """torchvision ResNet-18 without its classifier."""
-
-    def __init__(self, resnet):
-        super().__init__()
-        self.resnet = resnet
-
-    def forward(self, x):
-        return torch.flatten(self.resnet(x), 1)
+            layers.append((f"relu{len(layers)}", nn.ReLU()))
+    layers += [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("fc1", nn.Linear(c_in, hidden)),
+               ("relu_fc1", nn.ReLU()), ("classifier", nn.Linear(hidden, n_classes))]
+    return nn.Sequential(OrderedDict(layers))
 
 
 def resnet18(input_shape, n_classes):
-    """torchvision's ResNet-18 for small inputs: 3x3 stride-1 stem without max-pooling; every
-    BatchNorm is followed by a UnitMask (so masking happens after normalisation)."""
+    """torchvision's ResNet-18 for small inputs: 3x3 stride-1 stem without max-pooling."""
     from .compat import torchvision
     net = torchvision.models.resnet18(weights=None)
     net.conv1 = nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
-    net.fc = nn.Identity()
-    unit_layers = []
-
-    def masked(conv, bn, name):
-        mask = UnitMask(bn.num_features)
-        unit_layers.append(UnitLayer(name, mask, [conv, bn]))
-        return nn.Sequential(bn, mask)  # zennit's merge still sees conv -> bn as neighbours
-
-    net.bn1 = masked(net.conv1, net.bn1, "conv1")
-    for stage in ("layer1", "layer2", "layer3", "layer4"):
-        for b, block in enumerate(getattr(net, stage)):
-            prefix = f"{stage}.{b}"
-            block.bn1 = masked(block.conv1, block.bn1, f"{prefix}.conv1")
-            block.bn2 = masked(block.conv2, block.bn2, f"{prefix}.conv2")
-            if block.downsample is not None:
-                block.downsample[1] = masked(block.downsample[0], block.downsample[1], f"{prefix}.downsample")
-    return ContinualNet("resnet18", _ResNetBackbone(net), nn.Linear(512, n_classes), unit_layers, input_shape)
+    net.fc = nn.Linear(512, n_classes)
+    return net
 
 
 def tiny_cnn(input_shape, n_classes):
     """A half-width default CNN (about 200k parameters) for quick demos."""
-    net = small_cnn(input_shape, n_classes, widths=(16, 32), hidden=128)
-    net.arch = "cnn-small"
-    return net
+    return small_cnn(input_shape, n_classes, widths=(16, 32), hidden=128)
 
 
-ARCHITECTURES = {"cnn": small_cnn, "cnn-small": tiny_cnn, "vgg11": vgg11, "resnet18": resnet18}
+def _counting_biases(builder):
+    """``builder``'s module, asking LRP's z+ to count its layers' biases (as the built-in networks'
+    relevance always has; see :mod:`~rerelrp_core.lrp_rules`)."""
+    def build(input_shape, n_classes):
+        module = builder(input_shape, n_classes)
+        module.lrp_zplus_biases = True
+        return module
+    build.__doc__ = builder.__doc__
+    return build
+
+
+# the built-in networks, as plain modules for (C, H, W) inputs and n_classes outputs
+ARCHITECTURES = {name: _counting_biases(builder) for name, builder in
+                 {"cnn": small_cnn, "cnn-small": tiny_cnn, "vgg11": vgg11, "resnet18": resnet18}.items()}
 
 
 def build_model(arch, input_shape, n_classes, seed=0, weights=None, input_size=None):
     """Build model ``arch`` (a built-in name, ``torchvision:NAME`` or ``PATH.py:FUNCTION``, see
-    :mod:`~rerelrp_core.architectures`) for inputs shaped (C, H, W) with ``n_classes`` output rows;
-    ``weights`` and ``input_size`` apply to the models that are not built in."""
+    :mod:`~rerelrp_core.architectures`) for inputs shaped (C, H, W) with ``n_classes`` output rows,
+    adapted by :func:`~rerelrp_core.adapt.adapt`, started from ``weights`` when given."""
     from .architectures import build_adapted, check_spec
     check_spec(arch)
     with seeded(seed):
         # eval is the resting mode (training switches to train mode per epoch): inference passes
         # then need not switch every module
-        if arch not in ARCHITECTURES:
-            return build_adapted(arch, input_shape, n_classes, weights, input_size).eval()
-        net = ARCHITECTURES[arch](tuple(input_shape), n_classes).eval()
-    if weights:
-        from .architectures import load_weights
-        load_weights(net, weights, skip=("head",))
-    return net
+        return build_adapted(arch, tuple(input_shape), n_classes, weights, input_size).eval()
 
 
 def parameter_count(model):

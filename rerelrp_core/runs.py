@@ -22,6 +22,7 @@ run of every older version (tests/fixtures/runs/).
 """
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from .task_recognition import TaskRecogniser
 from .tasks import TaskSpec
 
 FORMAT = "rerelrp-run"
-VERSION = 7
+VERSION = 8
 REQUIRED = {"format": str, "version": int, "config": dict, "split": dict, "dataset": str, "class_names": list,
             "input_shape": list, "tasks": list, "history": dict}
 
@@ -149,6 +150,7 @@ def load_run(folder, device=None):
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise UserError(f"{folder}: learner.safetensors is missing or damaged ({error}).") from None
     try:
+        saved_as = state["version"]
         state, tensors = migrate(state, tensors)
         config = TrainConfig.from_dict(state["config"])
         split = SplitConfig(**state["split"])
@@ -160,7 +162,7 @@ def load_run(folder, device=None):
     model = _rebuild_model(folder, config, state["input_shape"], sum(t.n_classes for t in tasks))
     try:
         weights = load_file(str(folder / "model.safetensors"))
-        model.load_state_dict(weights, strict=True)
+        model.load_state_dict(renamed_weights(weights, model, saved_as), strict=True)
     except FileNotFoundError:
         raise UserError(f"{folder} has no model.safetensors; the run is incomplete.") from None
     except (RuntimeError, OSError, ValueError, SafetensorError) as error:
@@ -180,7 +182,7 @@ def load_run(folder, device=None):
     except UserError as error:
         raise UserError(f"{folder}: {error}.") from None
     run = Run(config, split, state["dataset"], state["class_names"], state["input_shape"], tasks,
-              learner, state["history"], snapshots=_load_snapshots(folder, model, n_done),
+              learner, state["history"], snapshots=_load_snapshots(folder, model, n_done, saved_as),
               device_note=note, architecture=state["architecture"], outcomes=_load_outcomes(folder, n_done))
     if run.tasks_done:
         run.update_metrics()
@@ -349,8 +351,44 @@ def _version6_to_7(state, tensors):
     return state, tensors
 
 
+def _version7_to_8(state, tensors):
+    """Version 8: the built-in networks are plain modules adapted like any other, so their weights
+    have other names (see :func:`renamed_weights`) and the built-in ResNet-18's downsampling unit
+    layers are named by their convolution's path (``layer2.0.downsample.0``)."""
+    if state["config"].get("arch") == "resnet18":
+        state["history"] = {**state["history"], "capacity": [
+            {_DOWNSAMPLE.sub(r"\1.0", name): free for name, free in step.items()}
+            for step in state["history"].get("capacity", [])]}
+    state["version"] = 8
+    return state, tensors
+
+
+_DOWNSAMPLE = re.compile(r"^(layer\d\.\d\.downsample)$")
+_RESNET_WRAPPER = re.compile(r"(^|\.)(bn\d|downsample\.1)\.0\.")
+
+
+def renamed_weights(weights, model, saved_as):
+    """A built-in network's weights as a run saved before version 8 named them, under today's
+    names: the modules that held its masks are gone (``backbone.0.weight`` of the default CNN is
+    ``backbone.module.conv1.weight`` now; the ResNet's ``bn1.0.`` is ``bn1.``)."""
+    if saved_as >= 8 or model.arch not in ("cnn", "cnn-small", "vgg11", "resnet18"):
+        return weights
+    if model.arch == "resnet18":
+        return {("backbone.module." + _RESNET_WRAPPER.sub(r"\1\2.", k[len("backbone.resnet."):])
+                 if k.startswith("backbone.resnet.") else k): v for k, v in weights.items()}
+    names = {module: name for name, module in model.named_modules()}
+    paths = [names[layer.producers[0]] for layer in model.unit_layers]
+    old = [k for k in weights if k.split(".")[0] == "backbone" and k.split(".")[1].isdigit()]
+    indices = sorted({int(k.split(".")[1]) for k in old})
+    if len(indices) != len(paths):
+        return weights          # not the old layout: loading names any mismatch
+    path_of = dict(zip(indices, paths))
+    return {(f"{path_of[int(k.split('.')[1])]}.{k.split('.', 2)[2]}" if k in old else k): v
+            for k, v in weights.items()}
+
+
 MIGRATIONS = {1: _version1_to_2, 2: _version2_to_3, 3: _version3_to_4, 4: _version4_to_5, 5: _version5_to_6,
-              6: _version6_to_7}
+              6: _version6_to_7, 7: _version7_to_8}
 
 
 def _load_outcomes(folder, n_steps):
@@ -367,7 +405,7 @@ def _load_outcomes(folder, n_steps):
     return outcomes
 
 
-def _load_snapshots(folder, model, n_tasks):
+def _load_snapshots(folder, model, n_tasks, saved_as=VERSION):
     """The per-task weight snapshots, if the run kept them (checked against the model's keys)."""
     path = folder / "snapshots.safetensors"
     if not path.exists():
@@ -377,7 +415,10 @@ def _load_snapshots(folder, model, n_tasks):
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise UserError(f"{folder}: snapshots.safetensors is damaged ({error}).") from None
     keys = model.state_dict().keys()
-    snapshots = [{k: tensors.get(f"step{t}.{k}") for k in keys} for t in range(n_tasks)]
+    steps = [{k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"step{t}.")}
+             for t in range(n_tasks)]
+    snapshots = [{k: step.get(k) for k in keys}
+                 for step in (renamed_weights(step, model, saved_as) for step in steps)]
     if any(v is None for snap in snapshots for v in snap.values()):
         raise UserError(f"{folder}: snapshots.safetensors does not match the run's model.")
     return snapshots

@@ -93,3 +93,27 @@ def test_max_pooling_without_gradients_gives_torchs_maxima_bit_for_bit():
     reference = x.clone().requires_grad_(True)
     torch.nn.MaxPool2d(2)(reference).sum().backward()
     assert torch.equal(grad_input.grad, reference.grad)
+
+
+@pytest.mark.parametrize("arch", ["cnn", "vgg11", "resnet18"])
+def test_built_in_networks_are_plain_modules_adapted_like_any_other(arch):
+    """No special path: a built-in network is a plain module (no mask module in it) that
+    rerelrp_core.adapt turns into a ContinualNet, finding the same unit layers, placing each mask
+    after the layer's BatchNorm where it has one, and keeping its classifier as the head."""
+    from torch import nn
+
+    from rerelrp_core.adapt import Adapted
+    from rerelrp_core.models import ARCHITECTURES, UnitMask, build_model
+    module = ARCHITECTURES[arch]((1, 8, 8), 6)
+    assert not any(isinstance(m, UnitMask) for m in module.modules())
+    net = build_model(arch, (1, 8, 8), 6)
+    assert isinstance(net.backbone, Adapted) and net.zplus_biases
+    names = [layer.name for layer in net.unit_layers]
+    if arch == "resnet18":
+        assert len(names) == 20 and "layer2.0.downsample.0" in names
+        assert all(isinstance(layer.producers[1], nn.BatchNorm2d) for layer in net.unit_layers)
+    else:
+        assert names[0] == "conv1" and names[-1] == "fc1"
+        assert all(len(layer.producers) == 1 for layer in net.unit_layers)
+    assert net.head.out_features == 6 and isinstance(net.backbone.module.get_submodule(net.classifier_path),
+                                                     nn.Identity)

@@ -148,7 +148,7 @@ def test_failure_mid_pass_leaves_the_model_as_it_was(digits_run, digits_tasks, m
                 with pytest.raises(RuntimeError, match="broken on purpose"):
                     explain_pathway(learner, x, 1)
             after = model_state(model)
-            assert after[0] == before[0] == 0
+            assert after[0] == before[0] == len(model.unit_layers)      # the masks' own hooks only
             assert after[1] == [None] * len(model.unit_layers) and after[2] == [None] * len(model.unit_layers)
             assert after[3] is training
             assert all(torch.equal(before[4][k], v) for k, v in after[4].items())

@@ -14,7 +14,8 @@ from rerelrp_core.runs import VERSION, load_run, save_run
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 
 
-@pytest.mark.parametrize("name", ["v1-rerelrp", "v1-full-vectors", "v1-icarl", "v4-gaussians", "v5-clusters"])
+@pytest.mark.parametrize("name", ["v1-rerelrp", "v1-full-vectors", "v1-icarl", "v4-gaussians", "v5-clusters",
+                                  "v7-rerelrp"])
 def test_older_formats_open_and_predict_as_before(name, tmp_path):
     expected = json.loads((FIXTURES / f"{name}.expected.json").read_text())
     run = load_run(FIXTURES / name)
@@ -41,3 +42,33 @@ def test_version_1_heads_must_match_its_tasks(tmp_path):
     (tmp_path / "run" / "run.json").write_text(json.dumps(state))
     with pytest.raises(UserError, match="heads' do not match"):
         load_run(tmp_path / "run")
+
+
+def test_a_version_7_builtin_resnet_opens_under_todays_names():
+    """Format 7's built-in networks kept their masks in modules of their own: the ResNet-18's
+    BatchNorms sat inside (BatchNorm, mask) pairs and its downsampling unit layers were named
+    ``layerN.0.downsample``. Their weights and capacity history open under today's names."""
+    from rerelrp_core.models import build_model
+    from rerelrp_core.runs import _version7_to_8, renamed_weights
+    net = build_model("resnet18", (1, 8, 8), 4)
+    today = net.state_dict()
+
+    def as_version_7(key):
+        if key.startswith("head."):
+            return key
+        path = key[len("backbone.module."):]
+        for wrapped in ("bn1.", "bn2.", "downsample.1."):
+            if path.startswith(wrapped) or f".{wrapped}" in path:
+                path = path.replace(wrapped, wrapped + "0.", 1)
+        return "backbone.resnet." + path
+
+    old = {as_version_7(k): v for k, v in today.items()}
+    assert "backbone.resnet.layer2.0.downsample.1.0.running_mean" in old
+    assert "backbone.resnet.bn1.0.weight" in old and "backbone.resnet.layer1.0.bn2.0.weight" in old
+    assert renamed_weights(old, net, saved_as=7).keys() == today.keys()
+    assert renamed_weights(today, net, saved_as=8) is today
+    state = {"version": 7, "config": {"arch": "resnet18"},
+             "history": {"capacity": [{"conv1": 0.5, "layer2.0.downsample": 0.25}]}}
+    migrated, _ = _version7_to_8(state, {})
+    assert migrated["history"]["capacity"] == [{"conv1": 0.5, "layer2.0.downsample.0": 0.25}]
+    assert set(migrated["history"]["capacity"][0]) <= {layer.name for layer in net.unit_layers}
