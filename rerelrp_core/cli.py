@@ -124,7 +124,8 @@ def add_sweep_command(commands):
     sweep.add_argument("--tasks", type=int, help="number of tasks (default: the paper's split for its data "
                                                   "sets, else 5)")
     sweep.add_argument("--set", nargs="*", default=[], metavar="KEY=V1,V2",
-                       help="training settings to sweep, e.g. acc_drop=1,2 epochs=5")
+                       help="settings to sweep, e.g. acc_drop=1,2 epochs=5, or the task split's "
+                            "class_order=1-0-3-2-5-4-7-6-9-8,9-8-7-6-5-4-3-2-1-0")
     sweep.add_argument("--out", required=True, help="sweep folder (one run folder per combination)")
     sweep.add_argument("--address", help="an existing Ray cluster to join (default: a local Ray)")
     sweep.add_argument("--cpus-per-run", type=float, default=1, help="CPUs (and torch threads) per run")

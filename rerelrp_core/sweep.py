@@ -20,6 +20,20 @@ from .config import make_config
 from .data import SplitConfig
 from .errors import UserError
 
+# settings of the task split rather than of training (``class_order=3-1-4-0-2-5-6-7-8-9,...``: class
+# ids in the order tasks receive them, dash-separated, one order per comma-separated value)
+SPLIT_SETTINGS = ("class_order",)
+
+
+def class_order(value):
+    """A class order setting (a list of class ids, or the same dash-separated) as a list of ints."""
+    parts = value.split("-") if isinstance(value, str) else value
+    try:
+        return [int(c) for c in parts]
+    except (TypeError, ValueError):
+        raise UserError(f"class_order takes class ids separated by '-', e.g. 3-1-4-0-2; got {value!r}.") \
+            from None
+
 
 def parse_settings(items):
     """``["lr=0.01,0.05", "acc_drop=1"]`` -> {"lr": [0.01, 0.05], "acc_drop": [1.0]} (numbers where
@@ -57,7 +71,9 @@ def plan(dataset, methods, seeds, n_tasks, settings):
     for method, seed, values in itertools.product(dict.fromkeys(methods), dict.fromkeys(seeds),
                                                   itertools.product(*settings.values())):
         chosen = dict(zip(keys, values))
-        make_config(method=method, seed=seed, **chosen)          # a bad value stops the sweep now
+        if "class_order" in chosen:
+            chosen["class_order"] = class_order(chosen["class_order"])
+        make_config(method=method, seed=seed, **training_settings(chosen))  # a bad value stops it now
         label = "".join(f"-{k}{_short(v)}" for k, v in chosen.items())
         name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{dataset}-{n_tasks}tasks-{method}-seed{seed}{label}")
         runs.append({"dataset": dataset, "method": method, "seed": seed, "tasks": n_tasks,
@@ -65,8 +81,16 @@ def plan(dataset, methods, seeds, n_tasks, settings):
     return runs
 
 
+def training_settings(settings):
+    """The settings that go into the training config (not the split's)."""
+    return {k: v for k, v in settings.items() if k not in SPLIT_SETTINGS}
+
+
 def _short(value):
-    """A setting's value as it appears in a run name (a dict, e.g. recognition overrides, as a hash)."""
+    """A setting's value as it appears in a run name (a dict, e.g. recognition overrides, as a hash;
+    a class order as its ids joined by dots)."""
+    if isinstance(value, list):
+        return ".".join(map(str, value))
     if isinstance(value, dict):
         return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
     return value
@@ -86,9 +110,10 @@ def train_one(job, out, data_dir=None, threads=1):
     previous = load_run(folder) if (folder / "run.json").exists() else None     # on its own device
     started = time.perf_counter()
     if previous is None or previous.tasks_done < previous.split.n_tasks:
-        config = make_config(method=job["method"], seed=job["seed"], **job["settings"])
+        config = make_config(method=job["method"], seed=job["seed"], **training_settings(job["settings"]))
         split = previous.split if previous else SplitConfig(n_tasks=job["tasks"], seed=job["seed"],
-                                                             classes_per_task=job["classes_per_task"])
+                                                             classes_per_task=job["classes_per_task"],
+                                                             class_order=job["settings"].get("class_order"))
         dataset = load_dataset(job["dataset"], data_dir=data_dir)
         started = time.perf_counter()                 # the run's own time, as bench scripts report it
         run = train_sequence(dataset, split, previous.config if previous else config,

@@ -65,6 +65,23 @@ def test_a_sweep_on_local_ray_equals_the_runs_done_one_by_one(tmp_path, capsys):
     assert again[interrupted.name]["final_tag"] == expected
 
 
+def test_the_class_order_is_a_sweep_setting(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--dataset", "digits", "--methods", "finetune", "--tasks", "2", "--set", "epochs=1",
+            "class_order=3-1-0-2,1-3-2-0", "--out", str(out), "--quiet"]
+    runs = plan("digits", ["finetune"], [0], 2, parse_settings(args[8:10]))
+    assert [r["settings"]["class_order"] for r in runs] == [[3, 1, 0, 2], [1, 3, 2, 0]]
+    with pytest.raises(UserError, match="class ids separated by '-'"):
+        plan("digits", ["finetune"], [0], 2, parse_settings(["class_order=3-one"]))
+    assert main(args) == 0, capsys.readouterr().err
+    rows = {r["name"]: r for r in json.loads((out / "summary.json").read_text())}
+    assert set(rows) == {"digits-2tasks-finetune-seed0-epochs1-class_order3.1.0.2",
+                         "digits-2tasks-finetune-seed0-epochs1-class_order1.3.2.0"}
+    for name, order in (("class_order3.1.0.2", [3, 1, 0, 2]), ("class_order1.3.2.0", [1, 3, 2, 0])):
+        run = load_run(out / f"digits-2tasks-finetune-seed0-epochs1-{name}", device="cpu")
+        assert run.split.class_order == order and list(run.tasks[0].classes) == order[:2]
+
+
 def test_bad_sweep_settings_stop_before_anything_runs():
     with pytest.raises(UserError, match="key=value"):
         parse_settings(["acc_drop"])

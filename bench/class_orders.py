@@ -1,0 +1,90 @@
+"""Task recognition on class orders nobody tuned on: ReReLRP and plain replay (2,000 images) on the
+same shuffled class orders of Split Fashion-MNIST 5x2, through the Ray sweep (the class order is a
+sweep setting). Prints per order both methods' final TAg and TAw, ReReLRP's task recognition, its
+worst task (task-agnostic) and the gap to replay.
+
+    .venv/bin/python bench/class_orders.py [--orders 6] [--seeds 0] [--methods rerelrp replay]
+
+The orders are drawn once from a fixed generator (``ORDER_SEED``) before any run, so every
+session measures the same ones; ``--save-runs`` keeps the run folders (a finished run there is not
+trained again).
+"""
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import rerelrp_core  # noqa: E402,F401
+from rerelrp_core.learners import resolve_device  # noqa: E402
+from rerelrp_core.sweep import plan, run_sweep  # noqa: E402
+
+from common import machine, write_results  # noqa: E402
+
+ORDER_SEED = 30          # issue #30: the orders are fixed before anything is measured
+
+
+def class_orders(n, n_classes=10):
+    """``n`` shuffled class orders, the same in every session."""
+    rng = np.random.default_rng(ORDER_SEED)
+    return [[int(c) for c in rng.permutation(n_classes)] for _ in range(n)]
+
+
+def order_rows(summary):
+    """One row per (order, seed): both methods side by side, ReReLRP's worst task and recognition."""
+    by_key = {}
+    for row in summary:
+        if "error" in row:
+            print("failed:", row["name"], row["error"], flush=True)
+            continue
+        metrics = json.loads((Path(row["folder"]) / "metrics.json").read_text())
+        key = ("-".join(map(str, row["class_order"])), row["seed"])
+        by_key.setdefault(key, {})[row["method"]] = (row, metrics)
+    rows = []
+    for (order, seed), methods in sorted(by_key.items()):
+        entry = {"class order": order, "seed": seed}
+        for method, (row, metrics) in sorted(methods.items()):
+            entry[f"{method} TAg"] = round(row["final_tag"], 2)
+            entry[f"{method} TAw"] = round(row["final_taw"], 2)
+            last = metrics["acc_tag"][-1]
+            worst = int(np.argmin(last))
+            entry[f"{method} worst task"] = f"{worst} ({last[worst]:.1f})"
+            if row.get("task_recognition_acc") is not None:
+                entry[f"{method} recognition"] = round(row["task_recognition_acc"], 2)
+        if "rerelrp TAg" in entry and "replay TAg" in entry:
+            entry["rerelrp - replay"] = round(entry["rerelrp TAg"] - entry["replay TAg"], 2)
+        rows.append(entry)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=6)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", default=["rerelrp", "replay"])
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--cpus-per-run", type=float, default=1, help="two runs at once on 2 cores")
+    parser.add_argument("--save-runs", help="folder to keep the runs in")
+    args = parser.parse_args()
+    meta = machine(resolve_device("auto"))
+    print(meta, flush=True)
+    orders = class_orders(args.orders)
+    runs = plan(args.dataset, args.methods, args.seeds, 5, {"class_order": orders})
+    folder = Path(args.save_runs) if args.save_runs else Path(tempfile.mkdtemp(prefix="class-orders-"))
+    rows = order_rows(run_sweep(runs, folder, cpus_per_run=args.cpus_per_run, quiet=True))
+    for row in rows:
+        print(row, flush=True)
+    gaps = [r["rerelrp - replay"] for r in rows if "rerelrp - replay" in r]
+    if gaps:
+        print(f"ReReLRP - replay over {len(gaps)} orders: mean {statistics.mean(gaps):+.2f}, "
+              f"worst {min(gaps):+.2f}, orders at or above replay: {sum(g >= 0 for g in gaps)}")
+    write_results(f"class-orders-{args.dataset}", rows, {**meta, "orders": orders, "seeds": args.seeds})
+
+
+if __name__ == "__main__":
+    main()
