@@ -75,6 +75,8 @@ def main():
     print(meta, flush=True)
     orders = class_orders(args.orders)
     runs = plan(args.dataset, args.methods, args.seeds, 5, {"class_order": orders})
+    # both methods of one order run together, so an order's comparison is complete early
+    runs.sort(key=lambda run: (orders.index(run["settings"]["class_order"]), run["seed"], run["method"]))
     folder = Path(args.save_runs) if args.save_runs else Path(tempfile.mkdtemp(prefix="class-orders-"))
     rows = order_rows(run_sweep(runs, folder, cpus_per_run=args.cpus_per_run, quiet=True))
     for row in rows:
