@@ -16,7 +16,7 @@ import torch
 
 from .errors import UserError
 from .evaluation import FrozenEvaluation, evaluate_step, evaluator_for
-from .learners import accuracy
+from .outcomes import correct, outcome_accuracy
 from .relevance import input_heatmap, unit_relevance
 from .tasks import class_of_row
 
@@ -63,26 +63,13 @@ def _checked(run, tasks, steps, how):
         recorded = run.history[f"acc_{kind}"]
         for s, step in enumerate(steps):
             for t, outcome in enumerate(step):
-                if abs(_accuracy(outcome, tasks[t], kind) - recorded[s][t]) > 1e-9:
+                if abs(outcome_accuracy(outcome, tasks[t], kind) - recorded[s][t]) > 1e-9:
                     differ.append(f"{kind} ({s}, {t})")
     if not differ:
         return f"Per-image outcomes {how}; they reproduce every cell of both matrices."
     cells = "1 cell differs" if len(differ) == 1 else f"{len(differ)} cells differ"
     return (f"Per-image outcomes {how}; {cells} slightly from the recorded matrices "
             f"({', '.join(differ[:4])}{', …' if len(differ) > 4 else ''}).")
-
-
-def _truth(task, kind):
-    """The right answer of every test image of ``task``: its class, or for ``tag`` its output row."""
-    return task.y_test.long() + (task.offset if kind == "tag" else 0)
-
-
-def _correct(outcome, task, kind):
-    return outcome[kind].long() == _truth(task, kind)
-
-
-def _accuracy(outcome, task, kind):
-    return accuracy(outcome[kind].long(), _truth(task, kind))
 
 
 def _predicted_name(run, task, kind, value):
@@ -106,7 +93,7 @@ def cell_trace(run, outcomes, tasks, step, task, kind="tag"):
                         "task at most the step).")
     spec = tasks[task]
     then, now = outcomes[task][task], outcomes[step][task]
-    right_then, right_now = _correct(then, spec, kind), _correct(now, spec, kind)
+    right_then, right_now = correct(then, spec, kind), correct(now, spec, kind)
     p = f"p_{kind}"
 
     def rows(mask):
@@ -124,7 +111,7 @@ def cell_trace(run, outcomes, tasks, step, task, kind="tag"):
     lost, recovered = rows(right_then & ~right_now), rows(~right_then & right_now)
     return {"kind": kind, "step": step, "task": task, "images": n, "lost": lost, "recovered": recovered,
             "right then": int(right_then.sum()), "right now": int(right_now.sum()),
-            "then": _accuracy(then, spec, kind), "now": _accuracy(now, spec, kind),
+            "then": outcome_accuracy(then, spec, kind), "now": outcome_accuracy(now, spec, kind),
             "change": 100.0 * (len(recovered) - len(lost)) / n if n else 0.0}
 
 
@@ -148,7 +135,7 @@ def recognition_confusion(outcomes, tasks, step):
     within = np.zeros(n, dtype=np.int64)
     for t, outcome in enumerate(seen):
         counts[t] = np.bincount(outcome["task"].long().numpy(), minlength=n)[:n]
-        within[t] = int(((outcome["task"].long() == t) & ~_correct(outcome, tasks[t], "tag")).sum())
+        within[t] = int(((outcome["task"].long() == t) & ~correct(outcome, tasks[t], "tag")).sum())
     wrong = int(counts.sum() - np.trace(counts) + within.sum())
     off = counts * (1 - np.eye(n, dtype=np.int64))
     return {"counts": counts.tolist(), "within": within.tolist(), "mistakes": wrong,
@@ -169,7 +156,7 @@ def last_outcomes(run, tasks):
         return run.outcomes[-1]
     last = evaluate_step(run.learner, tasks[:run.tasks_done])[3]
     for kind in KINDS:
-        if any(abs(_accuracy(o, tasks[t], kind) - run.history[f"acc_{kind}"][-1][t]) > 1e-9
+        if any(abs(outcome_accuracy(o, tasks[t], kind) - run.history[f"acc_{kind}"][-1][t]) > 1e-9
                for t, o in enumerate(last)):
             raise UserError("This run's final state does not give its recorded accuracies; it cannot be "
                             "compared image by image.")
@@ -186,7 +173,7 @@ def compare_runs(first, second, tasks, kind="tag"):
     counts = np.zeros((2, 2), dtype=np.int64)
     images = {f"{a},{b}": [] for a in (0, 1) for b in (0, 1)}
     for t, (mine, theirs) in enumerate(zip(first, second)):
-        a, b = _correct(mine, tasks[t], kind), _correct(theirs, tasks[t], kind)
+        a, b = correct(mine, tasks[t], kind), correct(theirs, tasks[t], kind)
         for i, (x, y) in enumerate(zip(a.tolist(), b.tolist())):
             counts[int(x), int(y)] += 1
             images[f"{int(x)},{int(y)}"].append((t, i))

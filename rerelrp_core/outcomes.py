@@ -37,11 +37,27 @@ def true_probability(scores, labels):
     return torch.softmax(scores.float(), 1).gather(1, labels[:, None])[:, 0]
 
 
+def truth(task, kind):
+    """The right answer of every test image of ``task`` in outcome field ``kind``: its class within
+    the task (``taw``), or its output row (``tag``)."""
+    return task.y_test.long() + (task.offset if kind == "tag" else 0)
+
+
+def correct(outcome, task, kind):
+    """Which of ``task``'s test images ``outcome`` got right, task-aware or task-agnostic."""
+    return outcome[kind].long() == truth(task, kind)
+
+
+def outcome_accuracy(outcome, task, kind):
+    """Test accuracy (percent) of ``task`` in ``outcome``, as the accuracy matrices count it."""
+    return accuracy(outcome[kind].long(), truth(task, kind))
+
+
 def step_scores(tasks, outcomes, n_tasks):
     """A step's task-aware row, task-agnostic row and task confusion (rows: true task, columns:
     recognised task among ``n_tasks``), counted from its ``outcomes`` (one dict per seen task)."""
-    taw = [accuracy(o["taw"].long(), task.y_test) for task, o in zip(tasks, outcomes)]
-    tag = [accuracy(o["tag"].long(), task.y_test + task.offset) for task, o in zip(tasks, outcomes)]
+    taw = [outcome_accuracy(o, task, "taw") for task, o in zip(tasks, outcomes)]
+    tag = [outcome_accuracy(o, task, "tag") for task, o in zip(tasks, outcomes)]
     confusion = [torch.bincount(o["task"].long(), minlength=n_tasks)[:len(tasks)].tolist() for o in outcomes]
     return taw, tag, confusion
 

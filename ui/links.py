@@ -253,8 +253,9 @@ def hidden(name):
 def current(page):
     """The query parameters of this page's view as it is now."""
     params = {}
-    if st.session_state.get("run_path") and _run_name(st.session_state["run_path"]):
-        params["run"] = _run_name(st.session_state["run_path"])
+    name = _run_name(st.session_state["run_path"]) if st.session_state.get("run_path") else None
+    if name:            # (listing the runs reads every run.json: once per rerun is enough)
+        params["run"] = name
     for param in PAGES.get(page, []):
         text = param.write(st.session_state.get(param.key))
         if text is not None:
