@@ -1,14 +1,23 @@
-"""Load test on loopback: N browser sessions open the Explore page of a running app while one
-more session trains a run; reports the server-side time of every Explore rerun (p50/p95: the
-page script's own time on the server, without the browser's drawing), the time to a fully drawn
-page in the browsers, errors and the server's memory.
+"""Load test on loopback: N sessions open the Explore page of a running app while one more
+session trains a run; reports the server-side time of every Explore rerun (p50/p95: the page
+script's own time on the server, without the browser's drawing), the time each client waited for
+its page, errors and the server's memory.
 
     RERELRP_TIMINGS=/tmp/reruns.jsonl .venv/bin/python -m ui.serve --server.port 8501 &
     .venv/bin/python bench/load_test.py --url http://127.0.0.1:8501 --sessions 8 --rounds 3 \
         --timings /tmp/reruns.jsonl
+    .venv/bin/python bench/load_test.py --clients 30 --link "explore?run=demo:rerelrp&..." \
+        --timings /tmp/reruns.jsonl
+
+``--sessions N``: N headless Chromium pages (the whole browser, drawing included; on 2 cores the
+renderers take most of the CPU). ``--clients N``: N clients that speak Streamlit's own websocket
+protocol, as a browser tab does, without drawing: every round all N ask for the same link at the
+same instant (a class following a shared link) and each waits for the server to say the script
+finished; the first round opens the sessions. The training alongside is one Chromium page on the
+Train page either way.
 
 Bounded: sessions x rounds page loads, each with a 120 s limit; only 127.0.0.1/localhost URLs.
-Needs Chromium (scripts/setup.sh --browser).
+Needs Chromium (scripts/setup.sh --browser) for --sessions and the training.
 """
 import argparse
 import asyncio
@@ -85,6 +94,68 @@ async def main_async(args):
     return latencies, errors, memory, elapsed
 
 
+async def client_session(url, link, rounds, start, waited, errors):
+    """One tab following ``link`` (page path and query): ``rounds`` reruns of it, each started
+    together with every other client's (``start``: one barrier per round)."""
+    import websockets
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    page, _, query = link.partition("?")
+    stream = url.replace("http://", "ws://", 1).rstrip("/") + "/_stcore/stream"
+    async with websockets.connect(stream, subprotocols=["streamlit"], max_size=None,
+                                  open_timeout=120) as socket:
+        for round_number in range(rounds):
+            await start[round_number].wait()
+            request = BackMsg()
+            request.rerun_script.query_string = query
+            request.rerun_script.page_name = page
+            started = time.perf_counter()
+            await socket.send(request.SerializeToString())
+            while True:
+                message = ForwardMsg()
+                message.ParseFromString(await asyncio.wait_for(socket.recv(), 120))
+                kind = message.WhichOneof("type")
+                element = message.delta.new_element
+                if kind == "delta" and element.WhichOneof("type") == "exception":
+                    errors.append(f"exception on the page: {element.exception.message[:120]}")
+                if kind == "script_finished":
+                    break
+            waited[round_number].append(time.perf_counter() - started)
+
+
+async def clients_async(args):
+    """``args.clients`` websocket clients on one link, all rounds at once; a training alongside."""
+    from playwright.async_api import async_playwright
+    waited, errors = [[] for _ in range(args.rounds)], []
+    port = urlparse(args.url).port or 80
+    start = [asyncio.Event() for _ in range(args.rounds)]
+    async with async_playwright() as playwright:
+        trainer = None
+        if args.train:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                       args=["--disable-gpu"])
+            trainer = await train_in_background(browser, args.url)
+        memory = [server_rss_mb(port)]
+        started = time.perf_counter()
+        tasks = [asyncio.create_task(client_session(args.url, args.link, args.rounds, start, waited, errors))
+                 for _ in range(args.clients)]
+        for round_number in range(args.rounds):
+            await asyncio.sleep(0.5)                 # every client connected and idle
+            start[round_number].set()
+            while len(waited[round_number]) < args.clients and not all(t.done() for t in tasks):
+                await asyncio.sleep(0.05)
+            memory.append(server_rss_mb(port))
+        for task in tasks:
+            try:
+                await task
+            except Exception as error:  # a timeout or a dropped socket is a failed client, counted
+                errors.append(f"{type(error).__name__}: {str(error)[:120]}")
+        elapsed = time.perf_counter() - started
+        if trainer is not None:
+            await browser.close()
+    return waited, errors, memory, elapsed
+
+
 def server_reruns(path):
     """The rerun records the server wrote to its RERELRP_TIMINGS file (see ui/timing.py)."""
     lines = Path(path).read_text().splitlines() if Path(path).exists() else []
@@ -104,7 +175,10 @@ def percentiles(values, prefix):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default="http://127.0.0.1:8501")
-    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--sessions", type=int, default=8, help="Chromium pages")
+    parser.add_argument("--clients", type=int, help="websocket clients on --link instead of Chromium pages")
+    parser.add_argument("--link", default="explore?run=demo:rerelrp&image=test:1:0&subnetwork=1&unit=conv2/1",
+                        help="the view the --clients follow: page path and query, as in the app's links")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-train", dest="train", action="store_false",
                         help="no training session alongside")
@@ -112,19 +186,34 @@ def main():
     args = parser.parse_args()
     if urlparse(args.url).hostname not in ("127.0.0.1", "localhost"):
         sys.exit("load_test.py only targets a server on this machine (127.0.0.1 or localhost).")
-    if not 1 <= args.sessions <= 32 or not 1 <= args.rounds <= 20:
-        sys.exit("keep --sessions in 1..32 and --rounds in 1..20")
+    if not 1 <= args.sessions <= 32 or not 1 <= (args.clients or 1) <= 64 or not 1 <= args.rounds <= 20:
+        sys.exit("keep --sessions in 1..32, --clients in 1..64 and --rounds in 1..20")
     skip = len(server_reruns(args.timings)) if args.timings else 0    # reruns before this test
-    latencies, errors, memory, elapsed = asyncio.run(main_async(args))
+    if args.clients:
+        waited, errors, memory, elapsed = asyncio.run(clients_async(args))
+        result = {"clients": args.clients, "link": args.link, **client_figures(waited)}
+        name = "load-test-clients"
+    else:
+        latencies, errors, memory, elapsed = asyncio.run(main_async(args))
+        result = {"sessions": args.sessions, "page_loads": len(latencies) + len(errors),
+                  **percentiles(latencies, "browser_page_")}
+        name = "load-test"
     explore = [r["seconds"] for r in server_reruns(args.timings)[skip:] if r["page"] == "Explore"]
-    result = {"sessions": args.sessions, "rounds": args.rounds, "training_alongside": args.train,
-              "page_loads": len(latencies) + len(errors), "errors": errors,
-              "server_explore_reruns": len(explore), **percentiles(explore, "server_explore_"),
-              **percentiles(latencies, "browser_page_"), "elapsed_s": round(elapsed, 1),
-              "server_rss_mb": [round(m) if m else None for m in memory], "machine": machine("cpu")}
+    if args.clients:     # rounds run one after the other: the first round's reruns come first
+        result.update(percentiles(explore[args.clients:], "server_rerun_"))
+    result.update({"rounds": args.rounds, "training_alongside": args.train, "errors": errors,
+                   "server_explore_reruns": len(explore), **percentiles(explore, "server_explore_"),
+                   "elapsed_s": round(elapsed, 1), "server_rss_mb": [round(m) if m else None for m in memory],
+                   "machine": machine("cpu")})
     print(json.dumps(result, indent=1))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "load-test.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
+
+
+def client_figures(waited):
+    """Time each client waited for its page: the first round (sessions opening) apart from the rest."""
+    later = [seconds for round_times in waited[1:] for seconds in round_times]
+    return {**percentiles(waited[0], "client_first_view_"), **percentiles(later, "client_rerun_")}
 
 
 if __name__ == "__main__":
