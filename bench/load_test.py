@@ -208,6 +208,8 @@ def main():
     print(json.dumps(result, indent=1))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
+    if errors:      # timings of broken pages measure nothing
+        sys.exit(f"{len(errors)} of the page loads failed; the first: {errors[0]}")
 
 
 def client_figures(waited):

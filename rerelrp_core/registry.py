@@ -21,15 +21,28 @@ def list_runs(root):
     for folder in root.iterdir():
         meta = folder / "run.json"
         if folder.is_dir() and not folder.name.startswith(".") and meta.is_file():
-            try:
-                state = json.loads(meta.read_text())
-                label = (f"{folder.name}: {state['dataset']}, {state['config']['method']}, "
-                         f"{len(state['history']['acc_taw'])}/{len(state['tasks'])} tasks")
-            except (ValueError, KeyError, TypeError):
-                label = f"{folder.name}: (damaged run.json)"
-            entries.append({"name": folder.name, "path": folder, "label": label,
-                            "mtime": meta.stat().st_mtime})
+            mtime = meta.stat().st_mtime
+            entries.append({"name": folder.name, "path": folder, "label": _label(meta, mtime),
+                            "mtime": mtime})
     return sorted(entries, key=lambda e: -e["mtime"])
+
+
+_LABELS = {}      # run.json path -> (its mtime, its label): the app lists the runs on every rerun
+
+
+def _label(meta, mtime):
+    known = _LABELS.get(meta)
+    if known is not None and known[0] == mtime:
+        return known[1]
+    name = meta.parent.name
+    try:
+        state = json.loads(meta.read_text())
+        label = (f"{name}: {state['dataset']}, {state['config']['method']}, "
+                 f"{len(state['history']['acc_taw'])}/{len(state['tasks'])} tasks")
+    except (ValueError, KeyError, TypeError):
+        label = f"{name}: (damaged run.json)"
+    _LABELS[meta] = (mtime, label)
+    return label
 
 
 def check_name(name):

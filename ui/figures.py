@@ -1,4 +1,10 @@
 """Plotly figures built from plain numbers returned by rerelrp_core (no model access here)."""
+import base64
+import collections
+import hashlib
+import io
+import threading
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -255,17 +261,54 @@ def grouped_bars(categories, series, title, y_title="accuracy (%)"):
 
 
 def heat_png(heat, size=84, image=None):
-    """A heatmap as a small PNG data URI: the thumbnails drawn inside the pathway graph."""
-    return png_uri(heat_image(heat, size, image))
+    """:func:`heat_image` as a PNG data URI, made once per picture (see :func:`_remembered`)."""
+    colour = image if is_colour(image) else None     # a grey image does not change the picture
+    return _remembered(("heat", size, _digest(heat), colour is not None and _digest(colour)),
+                       lambda: png_uri(heat_image(heat, size, colour)))
+
+
+def image_png(array, scale=8):
+    """:func:`image` as a PNG data URI, made once per picture (see :func:`_remembered`)."""
+    return _remembered(("image", scale, _digest(array)), lambda: png_uri(image(array, scale)))
+
+
+def file_png(path):
+    """A PNG file as a data URI, read once per version of the file."""
+    return _remembered(("file", str(path), path.stat().st_mtime_ns),
+                       lambda: "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode())
 
 
 def png_uri(picture):
     """A Pillow image as a PNG data URI."""
-    import base64
-    import io
     buffer = io.BytesIO()
     picture.save(buffer, "PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+_PICTURES, _PICTURES_LOCK = collections.OrderedDict(), threading.Lock()
+PICTURES_KEPT = 4096        # a few kB each
+
+
+def _digest(array):
+    array = np.ascontiguousarray(np.asarray(array))
+    return hashlib.sha1(array.tobytes()).hexdigest(), array.shape, array.dtype.str
+
+
+def _remembered(key, build):
+    """The data URI ``build()`` makes, kept for the whole server by what the picture shows (``key``).
+    Pages hand Streamlit data URIs rather than pixels: pixels are encoded again on every rerun and
+    stored in Streamlit's media store under one lock, the largest cost of a rerun when a class opens
+    the same link at once (bench/README "Thirty students"); a data URI is sent as it is."""
+    with _PICTURES_LOCK:
+        if key in _PICTURES:
+            _PICTURES.move_to_end(key)
+            return _PICTURES[key]
+    uri = build()
+    with _PICTURES_LOCK:
+        _PICTURES[key] = uri
+        while len(_PICTURES) > PICTURES_KEPT:
+            _PICTURES.popitem(last=False)
+    return uri
 
 
 def is_colour(image):
@@ -299,8 +342,8 @@ def heat_image(heat, size=168, image=None):
 
 
 def grey_png(array, size=84):
-    """What the model sees (a (C, H, W) array in [0, 1]) as a PNG data URI."""
-    return png_uri(image(array, scale=max(1, size // np.asarray(array).shape[-1])))
+    """What the model sees (a (C, H, W) array in [0, 1]) as a PNG data URI about ``size`` pixels wide."""
+    return image_png(array, scale=max(1, size // np.asarray(array).shape[-1]))
 
 
 CLASS_NODE = -2     # customdata layer of an output-class node in the pathway graph

@@ -37,7 +37,7 @@ def image_grid(tasks, rows, key, caption):
         st.caption("No images.")
         return None
     shown = rows[:GRID]
-    st.image([figures.image(tasks[r["task"]].x_test[r["index"]].numpy(), scale=3) for r in shown],
+    st.image([figures.image_png(tasks[r["task"]].x_test[r["index"]].numpy(), scale=3) for r in shown],
              caption=[caption(r) for r in shown], width=84)
     if len(rows) > GRID:
         st.caption(f"The first {GRID} of {len(rows)} images; the table lists them all.")

@@ -1,7 +1,6 @@
 """Explore: one image through every task's subnetwork — prediction, recognised task and why, the
 pathway from the input to the class unit by unit, and what each unit sees."""
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from rerelrp_core.errors import UserError
@@ -68,11 +67,21 @@ def gallery():
     pick_when_new("index", None if index is None else ("test", t, int(index)))
     n = len(tasks[t].x_test)
     shown = list(range(0, n, max(1, n // GALLERY)))[:GALLERY]
-    for i, column in zip(shown, st.columns(len(shown))):
-        column.image(figures.image(tasks[t].x_test[i].numpy(), scale=3),
-                     caption=tasks[t].class_names[int(tasks[t].y_test[i])], width="stretch")
-        column.button("Explore", key=f"gallery-{t}-{i}", on_click=pick, args=(("test", t, i),),
-                      width="stretch")
+    # One row of pictures and one row of choices: two elements, not two per image (every element is a
+    # message to each browser, and a class opening the same link pays for each of them per student)
+    st.image([figures.image_png(tasks[t].x_test[i].numpy(), scale=3) for i in shown],
+             caption=[f"#{i}: {tasks[t].class_names[int(tasks[t].y_test[i])]}" for i in shown], width=84)
+    chooser("Explore test image", shown, lambda i: f"#{i}", lambda i: ("test", t, i), key=f"gallery-{t}")
+
+
+def chooser(label, options, name, choice, key):
+    """Pills that pick an image when clicked, then let go (the image shown is the choice, not them)."""
+    def picked():
+        value = st.session_state[key]
+        st.session_state[key] = None
+        if value is not None:
+            pick(choice(value))
+    st.pills(label, options, format_func=name, key=key, on_change=picked)
 
 
 def uploads():
@@ -83,11 +92,11 @@ def uploads():
     st.selectbox("Invert colours", ["auto", "no", "yes"], key="invert",
                  help="auto inverts images whose border is bright (dark drawing on white paper).")
     pick_when_new("upload", None if upload is None else ("upload", upload.name, upload.size))
-    st.caption("…or one of the bundled samples (real MNIST test digits, saved as PNG files):")
-    for column, path in zip(st.columns(len(SAMPLES) or 1), SAMPLES):
-        column.image(str(path), width="stretch")
-        column.button(path.stem.split("-")[-1], key=f"sample-{path.stem}", on_click=pick,
-                      args=(("sample", path.name),), width="stretch")
+    if SAMPLES:
+        st.caption("…or one of the bundled samples (real MNIST test digits, saved as PNG files):")
+        st.image([figures.file_png(path) for path in SAMPLES], width=56)
+        chooser("Explore sample", [path.name for path in SAMPLES], lambda name: name[:-4].split("-")[-1],
+                lambda name: ("sample", name), key="samples")
     return upload
 
 
@@ -129,15 +138,16 @@ if x is None:
     st.info(caption)
     st.stop()
 if not links.answer_shown():           # an exercise: the image, and nothing the network says, until answered
-    st.image(figures.image(x[0].numpy(), scale=max(1, 196 // x.shape[-1])), caption=f"The image: {caption}")
+    st.image(figures.image_png(x[0].numpy(), scale=max(1, 196 // x.shape[-1])),
+             caption=f"The image: {caption}")
     st.stop()
 
 
-def heat_strip(maps, captions, width=None):
-    """Heatmaps side by side as images (red = evidence for, blue = against; over the image when it is
-    in colour), in ``width`` columns."""
-    for column, heat, caption in zip(st.columns(width or len(maps)), maps, captions):
-        column.image(figures.heat_image(heat, image=x[0].numpy()), caption=caption, width="stretch")
+def heat_strip(maps, captions):
+    """Heatmaps side by side (red = evidence for, blue = against; over the image when it is in colour).
+    One element for the row: every element is a message to the browser, and a class opening the same
+    link pays for each of them once per student."""
+    st.image([figures.heat_png(heat, 168, x[0].numpy()) for heat in maps], caption=captions, width=168)
 
 
 def cached_figure(name, build):
@@ -154,7 +164,7 @@ by_class = bool(why_task) and "class" in why_task[0]     # class Gaussians (else
 
 # -- what the model sees, what it says ---------------------------------------------------------
 left, middle, right = st.columns([1, 1, 2])
-left.image(figures.image(x[0].numpy(), scale=max(1, 196 // x.shape[-1])),
+left.image(figures.image_png(x[0].numpy(), scale=max(1, 196 // x.shape[-1])),
            caption=f"What the model sees: {caption}")
 middle.metric("Predicted class", result["class_name"],
               help="Task-agnostic prediction: the recognised task's subnetwork picks the class.")
@@ -162,10 +172,9 @@ middle.metric("Recognised task", f"task {recognised}",
               help="The task the recogniser gives this input's highest probability (the task label "
                    "is not given: this is what task-agnostic, TAg, prediction has to find out).")
 if result["task_probs"] is not None:
-    right.plotly_chart(figures.probabilities([f"task {t}" for t in range(run.tasks_done)],
-                                             result["task_probs"],
-                                             "Probability of each task", highlight=recognised),
-                       width="stretch")
+    right.plotly_chart(cached_figure("task probabilities", lambda: figures.probabilities(
+        [f"task {t}" for t in range(run.tasks_done)], result["task_probs"], "Probability of each task",
+        highlight=recognised)), width="stretch")
 
 # -- why this task -----------------------------------------------------------------------------
 decision = pathway(shared, x, recognised, layers=default_layers(len(run.layer_names)))
@@ -225,7 +234,7 @@ deciding_titles = [unit_name(i, u) + (f" ({figures.owner_label(int(decision.laye
                                       if has_masks else "")
                    for i, u, _ in deciding]
 deciding_maps = [decision.layers[i].heatmaps[r] for i, _, r in deciding]
-heat_strip(deciding_maps, deciding_titles, width=4)
+heat_strip(deciding_maps, deciding_titles)
 st.caption("What the deciding units see: the input relevance that flows through each of them alone "
            "(red = evidence for the class, blue = against).")
 if by_class:
@@ -237,12 +246,11 @@ if by_class:
                    "at most 0, more negative for a cluster whose images vary along few directions, scaled "
                    "by how widely they vary (0 for runs saved before it existed), so a distance can be "
                    "negative.")
-        st.dataframe(pd.DataFrame([{"task": rec["task"], "nearest class": rec["class"],
-                                    "distance": round(rec["distance"], 3),
-                                    "Mahalanobis": round(rec["mahalanobis"], 3),
-                                    "volume term": round(rec["volume term"], 3),
-                                    "probability": round(rec["probability"], 3)}
-                                   for rec in why_task]).set_index("task"), width="stretch")
+        st.markdown("| task | nearest class | distance | Mahalanobis | volume term | probability |\n"
+                    "|---:|---|---:|---:|---:|---:|\n"
+                    + "\n".join(f"| {rec['task']} | {rec['class']} | {rec['distance']:.3f} | "
+                                f"{rec['mahalanobis']:.3f} | {rec['volume term']:.3f} | "
+                                f"{rec['probability']:.3f} |" for rec in why_task))
 elif why_task:
     with st.expander("What the recognisers look at"):
         for rec in why_task:
@@ -335,16 +343,19 @@ def unit_view(layer, unit):
     frozen = f" — frozen by {figures.owner_label(owner)}" if has_masks else ""
     st.markdown(f"#### What {name}/{unit} sees{frozen}")
     left, right = st.columns([1, 2])
-    left.image(figures.heat_image(unit_heatmap(layer, unit), 224, x[0].numpy()),
+    left.image(figures.heat_png(unit_heatmap(layer, unit), 224, x[0].numpy()),
                caption=f"{name}/{unit}: this input, through it alone (red = evidence for the class, "
                        "blue = against)")
-    shares = [float(s["unit_relevance"][layer][unit]) for s in result["subnetworks"]]
-    kept = [run.learner.task_masks(m) is None or bool(run.learner.task_masks(m)[layer][unit] > 0)
-            for m in range(run.tasks_done)]
-    labels = [f"task {m}" + ("" if kept[m] else " (pruned)") for m in range(run.tasks_done)]
-    right.plotly_chart(figures.unit_shares(labels, shares, f"{name}/{unit}: share of this input's {name} "
-                                           "relevance in every subnetwork"),
-                       width="stretch", key="unit_shares")
+
+    def shares_figure():
+        shares = [float(s["unit_relevance"][layer][unit]) for s in result["subnetworks"]]
+        masks = [run.learner.task_masks(m) for m in range(run.tasks_done)]
+        labels = [f"task {m}" + ("" if mask is None or mask[layer][unit] > 0 else " (pruned)")
+                  for m, mask in enumerate(masks)]
+        return figures.unit_shares(labels, shares, f"{name}/{unit}: share of this input's {name} relevance "
+                                   "in every subnetwork")
+    right.plotly_chart(cached_figure(("unit shares", layer, unit), shares_figure), width="stretch",
+                       key="unit_shares")
     unit_references(layer, unit)
 
 
@@ -376,10 +387,9 @@ def show_references(found, layer, unit):
         return
     st.markdown(f"**Test images for which {path.layers[layer].name}/{unit} is most relevant** "
                 "(each through its own task's subnetwork, for its own predicted class)")
-    for column, (t, i, r) in zip(st.columns(len(picks)), picks):
-        column.image(figures.image(tasks[t].x_test[i].numpy(), scale=3),
-                     caption=f"task {t}: {tasks[t].class_names[int(tasks[t].y_test[i])]} · R {r:+.2f}",
-                     width="stretch")
+    st.image([figures.image_png(tasks[t].x_test[i].numpy(), scale=3) for t, i, _ in picks],
+             caption=[f"task {t}: {tasks[t].class_names[int(tasks[t].y_test[i])]} · R {r:+.2f}"
+                      for t, i, r in picks], width=84)
 
 
 def unit_references(layer, unit):

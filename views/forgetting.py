@@ -134,7 +134,7 @@ def why_lost(picked, task, step):
     st.markdown(f"#### Why test image #{picked['index']} of task {task} was lost")
     x = tasks[task].x_test[picked["index"]:picked["index"] + 1]
     left, right = st.columns([1, 3])
-    left.image(figures.image(x[0].numpy(), scale=6), caption=f"true class {picked['class']}")
+    left.image(figures.image_png(x[0].numpy(), scale=6), caption=f"true class {picked['class']}")
     right.markdown(f"- right after task {task}: **{picked['then']}**, true class at p = "
                    f"{picked['p then']:.2f}, recognised as task {picked['task then']}\n"
                    f"- after task {step}: **{picked['now']}**, p = {picked['p now']:.2f}, recognised as task "
@@ -177,7 +177,7 @@ def task_confusion(traced):
     if chosen is not None:
         x = tasks[true_task].x_test[chosen["index"]:chosen["index"] + 1]
         c1, c2 = st.columns([1, 3])
-        c1.image(figures.image(x[0].numpy(), scale=6), caption=f"#{chosen['index']}, {chosen['class']}")
+        c1.image(figures.image_png(x[0].numpy(), scale=6), caption=f"#{chosen['index']}, {chosen['class']}")
         open_on_explore(c2, true_task, chosen["index"], "explore-confused")
         with c2:
             why_recognised(shared, run, x, step)

@@ -84,7 +84,7 @@ def step_recognition():
     labels = [f"task {t}" for t in range(run.tasks_done)]
     left.plotly_chart(figures.probabilities(labels, result["task_probs"], "Which task is this image from?",
                                             highlight=result["task"]), width="stretch")
-    right.image(figures.image(x[0].numpy(), scale=4), caption=f"a test image of task {task.index}")
+    right.image(figures.image_png(x[0].numpy(), scale=4), caption=f"a test image of task {task.index}")
     right.metric("Recognised task", f"task {result['task']}", help=TERMS["TAg"])
     right.metric("Predicted class", result["class_name"])
     right.page_link("views/explore.py", label="Go deeper: Explore (why this task?)", icon=":material/search:")
