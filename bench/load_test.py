@@ -36,14 +36,28 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def server_rss_mb(port):
-    """Resident memory of the process listening on ``port`` (via ss/ps), or None."""
+    """Resident memory of the process listening on ``port`` and its children (the app's processes
+    behind a RERELRP_WORKERS front), via ss and /proc, or None."""
     try:
         out = subprocess.run(["ss", "-ltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
-        pid = out.split("pid=")[1].split(",")[0]
-        status = Path(f"/proc/{pid}/status").read_text()
-        return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
+        pid = int(out.split("pid=")[1].split(",")[0])
+        children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                    and _parent(p) == pid]
+        return sum(_rss_kb(p) for p in [pid, *children]) / 1024
     except (IndexError, OSError, StopIteration, ValueError):
         return None
+
+
+def _parent(proc):
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _rss_kb(pid):
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
 
 
 async def explore_once(browser, url, latencies, errors):

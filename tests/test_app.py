@@ -153,6 +153,9 @@ def test_explore_a_method_without_masks(runs_dir):
 
 
 def upload(at, name, data, mime="image/png"):
+    if not at.file_uploader:            # only the open tab is drawn
+        at.session_state["explore_source"] = "Upload or sample"
+        at.run()
     at.file_uploader[0].set_value((name, data, mime))
     return at.run()
 
@@ -162,6 +165,14 @@ def test_explore_upload_real_image(runs_dir):
     no_failures(at)
     assert metrics(at)["Predicted class"] == "3"
     assert len(at.get("plotly_chart")) >= 2
+    # only the open tab is drawn: looking at the test images and back keeps the uploaded image
+    for tab in ("Test images", "Upload or sample"):
+        at.session_state["explore_source"] = tab
+        at.run()
+        no_failures(at)
+        assert metrics(at)["Predicted class"] == "3"
+        assert any(img.caption == "What the model sees: digit-3.png"
+                   for element in at.get("image") for img in element.proto.imgs)
 
 
 @pytest.mark.parametrize("name, data, message", [
@@ -176,6 +187,9 @@ def test_explore_bad_uploads_keep_the_page_alive(runs_dir, name, data, message):
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
     assert "Recognised task" not in metrics(at)
     # the session goes on: a test image from the gallery works
+    at.session_state["explore_source"] = "Test images"
+    at.run()
+    assert "Recognised task" not in metrics(at) and not at.exception    # still the broken upload
     at.pills(key="gallery-0").set_value(0).run()
     no_failures(at)
     assert "Recognised task" in metrics(at)
@@ -204,6 +218,8 @@ def test_explore_run_whose_data_set_is_gone(runs_dir):
     at.switch_page("views/explore.py").run()
     no_failures(at)
     assert any("not available here" in i.value for i in at.info), [i.value for i in at.info]
+    at.session_state["explore_source"] = "Upload or sample"
+    at.run()
     at.pills(key="samples").set_value("digit-3.png").run()      # a bundled sample
     no_failures(at)
     assert metrics(at)["Predicted class"] == "3"

@@ -1,5 +1,6 @@
 """The real app in a real headless Chromium: start the server, open it, upload an image, and see
 the prediction, the heatmaps and the pathway figure appear."""
+import contextlib
 import os
 import shutil
 import socket
@@ -25,16 +26,17 @@ def free_port():
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@contextlib.contextmanager
+def app_server(runs, **env):
+    """``python -m ui.serve`` on a free port (``env``: extra environment), its URL once it is up."""
     port = free_port()
-    env = {**os.environ, "RERELRP_RUNS": str(tmp_path_factory.mktemp("runs"))}
+    env = {**os.environ, "RERELRP_RUNS": str(runs), **env}
     proc = subprocess.Popen([sys.executable, "-m", "ui.serve", "--server.port", str(port), "--server.address",
                              "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while True:
             try:
                 if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
@@ -46,7 +48,13 @@ def server(tmp_path_factory):
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with app_server(tmp_path_factory.mktemp("runs")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +226,27 @@ def test_a_copied_link_opens_the_same_view_in_a_fresh_browser(server, browser):
     assert again == shown
     first.close()
     second.close()
+
+
+def test_two_server_processes_keep_each_browser_on_its_own(tmp_path, browser):
+    """RERELRP_WORKERS=2: two browsers are shared out over the two processes, and everything one
+    browser does (here an upload, which only its own process can take) reaches its process."""
+    with app_server(tmp_path, RERELRP_WORKERS="2") as url:
+        pages, workers = [], []
+        for _ in range(2):
+            context = browser.new_context(viewport={"width": 1400, "height": 2400})
+            page = context.new_page()
+            page.goto(f"{url}/explore")
+            page.get_by_text("Predicted class", exact=True).wait_for(timeout=120_000)
+            wait_until_idle(page)
+            workers.append(next(c["value"] for c in context.cookies() if c["name"] == "rerelrp_worker"))
+            pages.append(page)
+        assert sorted(workers) == ["0", "1"]
+        for page in pages:
+            page.get_by_text("Upload or sample", exact=True).click()
+            page.locator("input[type=file]").set_input_files(str(SAMPLE))
+            page.get_by_text("What the model sees: digit-7.png").wait_for(timeout=60_000)
+            wait_until_idle(page)
+            shown = page.locator('[data-testid="stMain"] [data-testid="stMetricValue"]').all_inner_texts()
+            assert shown == expected_prediction(SAMPLE), shown
+            page.context.close()

@@ -89,3 +89,26 @@ def test_an_administrator_manages_every_run(classroom, monkeypatch):
     monkeypatch.setattr(ui.state, "ADMIN", True)
     other.run()
     assert [t.value for t in other.text_input if t.label == "New name"] == ["theirs"]
+
+
+def test_server_processes_share_the_training_places(tmp_path):
+    """Two app processes of one server (RERELRP_WORKERS; here two queues, as each process has its
+    own) with one place: a job of the second waits until the first one's job has finished."""
+    import threading
+
+    class Job:
+        stop_event = threading.Event()
+
+    first, second = ui.jobs.TrainingQueue(1), ui.jobs.TrainingQueue(1)
+    places = tmp_path / ".training-places"
+    one, other = Job(), Job()
+    assert first.wait_turn(one, places)
+    waiter = threading.Thread(target=second.wait_turn, args=(other, places))
+    waiter.start()
+    waiter.join(timeout=1.0)
+    assert waiter.is_alive() and second.place(other) == 1      # the only place is taken elsewhere
+    first.release(one)
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and second.running == 1
+    second.release(other)
+    assert ui.jobs.take_place(places, 1) is not None            # and given back

@@ -7,8 +7,11 @@ final name, and a cancelled or failed run keeps its last finished task there to 
 
 A classroom shares one server: thirty trainings at once on two cores would starve every page, so
 at most ``RERELRP_MAX_TRAININGS`` jobs train at a time (default: one per two cores, at least one);
-the others wait in arrival order and know their place.
+the others wait in arrival order and know their place. When the server runs several processes
+(``RERELRP_WORKERS``), the limit holds for all of them together: a job also takes one of the lock
+files in the run folder's ``.training-places`` (their order is each process's own).
 """
+import fcntl
 import os
 import threading
 import time
@@ -32,13 +35,15 @@ class TrainingQueue:
         self.waiting = []           # jobs in arrival order
         self.running = 0
         self.peak = 0               # the most jobs that ever trained at once (tests and load checks)
+        self.held = {}              # job -> its lock file in the places every process shares
         self.turn = threading.Condition()
 
-    def wait_turn(self, job):
-        """Block until ``job`` may train; False when it was cancelled while it waited."""
+    def wait_turn(self, job, places=None):
+        """Block until ``job`` may train; False when it was cancelled while it waited. ``places``: the
+        folder of lock files every process of this server shares (see :func:`take_place`)."""
         with self.turn:
             self.waiting.append(job)
-            while not (self.waiting[0] is job and self.running < self.slots):
+            while not (self.waiting[0] is job and self.running < self.slots and self._take(job, places)):
                 if job.stop_event.is_set():
                     self.waiting.remove(job)
                     self.turn.notify_all()
@@ -50,15 +55,39 @@ class TrainingQueue:
             self.turn.notify_all()
             return True
 
-    def release(self):
+    def _take(self, job, places):
+        if places is None:
+            return True
+        self.held[job] = take_place(places, self.slots)
+        return self.held[job] is not None
+
+    def release(self, job=None):
         with self.turn:
             self.running -= 1
+            held = self.held.pop(job, None)
+            if held is not None:
+                held.close()            # closing the file lets its lock go
             self.turn.notify_all()
 
     def place(self, job):
         """1 for the next job to train, 2 for the one after…; None when ``job`` is not waiting."""
         with self.turn:
             return self.waiting.index(job) + 1 if job in self.waiting else None
+
+
+def take_place(folder, slots):
+    """One of ``slots`` training places shared by every process of this server: an exclusive lock on
+    one of the files ``folder/place-N`` (the system lets it go when the process ends, however it
+    ends), as an open file to close when done; None when all are taken."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for number in range(slots):
+        handle = open(folder / f"place-{number}", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            handle.close()
+    return None
 
 
 def default_slots():
@@ -127,14 +156,14 @@ class TrainingJob:
         return QUEUE.place(self)
 
     def _work(self):
-        if not QUEUE.wait_turn(self):
+        if not QUEUE.wait_turn(self, self.runs_dir / ".training-places"):
             self.state, self.ended = "cancelled", time.time()
             return
         self.state, self.started = "running", time.time()
         try:
             self._train()
         finally:
-            QUEUE.release()
+            QUEUE.release(self)
 
     def _train(self):
         _lower_priority()

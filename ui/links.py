@@ -156,7 +156,7 @@ PAGES = {
 PAGE_STATE = {
     "explore": ("explore_run", ("explore_pick", "explore_unit", "explore_target", "explore_subnetwork",
                                 "explore_overlay", "seen-index", "seen-upload", "gallery_index",
-                                "gallery_task")),
+                                "gallery_task", "explore_upload")),
     "forgetting": ("forget_run", ("forget_kind", "forget_step", "forget_task", "forget_classes",
                                   "confusion_step", "confusion_cell", "pair_cell", "pair_other",
                                   "pair_kind")),

@@ -85,29 +85,38 @@ def chooser(label, options, name, choice, key):
 
 
 def uploads():
+    """The uploader, how to invert, the bundled samples. Only drawn while its tab is open, so what it
+    holds is copied out: the uploaded file (``explore_upload``) and the inversion (``explore_invert``)
+    stay when another tab is looked at."""
     upload = st.file_uploader("Upload an image", type=UPLOAD_TYPES, key="upload",
                               help="PNG, JPEG, BMP, GIF, WebP or TIFF; colour or grey; any size. It is "
                                    "resized and, when its background is bright, inverted to look like the "
                                    "training data.")
-    st.selectbox("Invert colours", ["auto", "no", "yes"], key="invert",
+    choice = None if upload is None else ("upload", upload.name, upload.size)
+    # kept when the uploader forgets the file (its tab closed): the image stays until another is picked
+    if choice is not None and st.session_state.get("explore_upload", (None,))[0] != choice:
+        st.session_state["explore_upload"] = (choice, upload.getvalue())
+    options = ["auto", "no", "yes"]
+    st.selectbox("Invert colours", options, key="invert",
+                 index=options.index(st.session_state.get("explore_invert", "auto")),
+                 on_change=lambda: st.session_state.update(explore_invert=st.session_state.invert),
                  help="auto inverts images whose border is bright (dark drawing on white paper).")
-    pick_when_new("upload", None if upload is None else ("upload", upload.name, upload.size))
+    pick_when_new("upload", choice)
     if SAMPLES:
         st.caption("…or one of the bundled samples (real MNIST test digits, saved as PNG files):")
         st.image([figures.file_png(path) for path in SAMPLES], width=56)
         chooser("Explore sample", [path.name for path in SAMPLES], lambda name: name[:-4].split("-")[-1],
                 lambda name: ("sample", name), key="samples")
-    return upload
 
 
-def chosen_image(upload):
+def chosen_image():
     """(image batch (1, C, H, W), caption) of the current choice, or (None, message)."""
     choice = st.session_state.get("explore_pick")
     if choice is None and tasks:
         choice = ("test", 0, 0)
     if choice is None:
         return None, "Upload an image or pick a sample."
-    invert = {"auto": "auto", "no": False, "yes": True}[st.session_state.get("invert", "auto")]
+    invert = {"auto": "auto", "no": False, "yes": True}[st.session_state.get("explore_invert", "auto")]
     try:
         if choice[0] == "test" and tasks:
             _, t, i = choice
@@ -119,21 +128,25 @@ def chosen_image(upload):
         if choice[0] == "sample":
             data = (ROOT / "assets" / "samples" / choice[1]).read_bytes()
             return prepare_upload(run, data, invert), f"sample {choice[1]}"
-        if choice[0] == "upload" and upload is not None:
-            return prepare_upload(run, upload.getvalue(), invert), upload.name
+        upload = st.session_state.get("explore_upload")
+        if choice[0] == "upload" and upload is not None and upload[0] == choice:
+            return prepare_upload(run, upload[1], invert), choice[1]
     except UserError as error:
         st.error(f"{choice[1]}: {error}")
     return None, "Upload an image or pick a sample."
 
 
-upload = None
 if not links.hidden("image"):          # an exercise may fix the image
-    source, uploader = st.tabs(["Test images", "Upload or sample"])
-    with source:
-        gallery()
-    with uploader:
-        upload = uploads()
-x, caption = chosen_image(upload)
+    # Only the open tab is drawn: a class opening one link does not pay for the uploader and the
+    # samples once per student (bench/README "Thirty students")
+    source, uploader = st.tabs(["Test images", "Upload or sample"], key="explore_source", on_change="rerun")
+    if source.open:
+        with source:
+            gallery()
+    if uploader.open:
+        with uploader:
+            uploads()
+x, caption = chosen_image()
 if x is None:
     st.info(caption)
     st.stop()
