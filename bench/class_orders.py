@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import rerelrp_core  # noqa: E402,F401
 from rerelrp_core.learners import resolve_device  # noqa: E402
-from rerelrp_core.sweep import plan, run_sweep  # noqa: E402
+from rerelrp_core.sweep import parse_settings, plan, run_sweep  # noqa: E402
 
 from common import machine, write_results  # noqa: E402
 
@@ -70,11 +70,16 @@ def main():
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--cpus-per-run", type=float, default=1, help="two runs at once on 2 cores")
     parser.add_argument("--save-runs", help="folder to keep the runs in")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="training settings for every run (a value list makes a grid, as in the sweep)")
+    parser.add_argument("--only", type=int, nargs="+", help="run only these orders (0-based)")
     args = parser.parse_args()
     meta = machine(resolve_device("auto"))
     print(meta, flush=True)
     orders = class_orders(args.orders)
-    runs = plan(args.dataset, args.methods, args.seeds, 5, {"class_order": orders})
+    chosen = [orders[i] for i in args.only] if args.only else orders
+    settings = {**parse_settings(args.set), "class_order": chosen}
+    runs = plan(args.dataset, args.methods, args.seeds, 5, settings)
     # both methods of one order run together, so an order's comparison is complete early
     runs.sort(key=lambda run: (orders.index(run["settings"]["class_order"]), run["seed"], run["method"]))
     folder = Path(args.save_runs) if args.save_runs else Path(tempfile.mkdtemp(prefix="class-orders-"))
@@ -85,7 +90,8 @@ def main():
     if gaps:
         print(f"ReReLRP - replay over {len(gaps)} orders: mean {statistics.mean(gaps):+.2f}, "
               f"worst {min(gaps):+.2f}, orders at or above replay: {sum(g >= 0 for g in gaps)}")
-    write_results(f"class-orders-{args.dataset}", rows, {**meta, "orders": orders, "seeds": args.seeds})
+    name = "-".join([f"class-orders-{args.dataset}", *sorted(args.set)]).replace("=", "")
+    write_results(name, rows, {**meta, "orders": chosen, "seeds": args.seeds, "settings": args.set})
 
 
 if __name__ == "__main__":

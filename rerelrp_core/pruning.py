@@ -74,7 +74,7 @@ def level_for(curve, acc_drop):
 
 
 def search_pruning(scores, evaluate, reference_accuracy, acc_drop=1.0, max_keep_fraction=None,
-                   free=None, max_claim_fraction=1.0):
+                   free=None, max_claim_fraction=1.0, cap_tolerance=0.0):
     """Find the largest set of low-relevance units to prune.
 
     Parameters
@@ -89,9 +89,10 @@ def search_pruning(scores, evaluate, reference_accuracy, acc_drop=1.0, max_keep_
         capacity saturation); the cap is applied even if accuracy then drops further.
     free: per layer, bool tensor of the units no earlier task froze (None: all free).
     max_claim_fraction: the largest share of each layer's free units the task may freeze (see
-        :func:`cap_claims`); applied after the search. Where it takes accuracy below the acc_drop
-        floor, the least cap that leaves every layer one free unit is applied instead (even if
-        accuracy then drops further: a later task must find a free unit in every layer).
+        :func:`cap_claims`); applied after the search. Where it takes accuracy more than
+        ``cap_tolerance`` points below the acc_drop floor, the least cap that leaves every layer one
+        free unit is applied instead (even if accuracy then drops further: a later task must find a
+        free unit in every layer).
     """
     sizes = [len(s) for s in scores]
     order = prune_order(scores)
@@ -121,9 +122,9 @@ def search_pruning(scores, evaluate, reference_accuracy, acc_drop=1.0, max_keep_
             if all((c == k).all() for c, k in zip(capped, keep)):
                 break
             n_pruned = sum(sizes) - int(sum(c.sum() for c in capped))
-            accuracy = evaluate(capped, floor if fraction is not None else None)
+            accuracy = evaluate(capped, floor - cap_tolerance if fraction is not None else None)
             passes += 1
-            if accuracy >= floor or fraction is None:
+            if accuracy >= floor - cap_tolerance or fraction is None:
                 return PruneResult(capped, n_pruned, accuracy, reference_accuracy, passes,
                                    capped=n_pruned - lo)
     return PruneResult(keep, lo, lo_accuracy, reference_accuracy, passes)

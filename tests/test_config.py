@@ -16,7 +16,7 @@ BAD = {
     "lr": [-1, 0, float("nan"), float("inf")], "momentum": [-0.1, 1.0], "weight_decay": [-1e-4],
     "patience": [0], "lr_decay": [0, 1.5], "max_decays": [-1], "loss_scope": ["all"],
     "acc_drop": [-5, 101, float("nan")], "ref_per_class": [0], "max_keep_fraction": [0, 1.5, -0.2],
-    "max_claim_fraction": [0, 1.01, None], "augment": ["flip", None],
+    "max_claim_fraction": [0, 1.01, None], "claim_cap_tolerance": [-1, 101, None], "augment": ["flip", None],
     "reg_strength": [-1.0], "memory": [-3, 0], "reinit_free": ["yes", 1], "keep_snapshots": [1],
     "relevance_batch": [0], "recognition": [{"top_k": -1}, {"chain": "loop"}, {"trees": 0}, {"bogus": 1},
                                             {"context": "yes"}, {"volume": -0.1}, {"volume": "big"}, "ours"],

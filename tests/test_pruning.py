@@ -65,6 +65,23 @@ def test_a_cap_that_breaks_acc_drop_leaves_one_free_unit_per_layer():
     assert result.accuracy == 50.0 and result.n_pruned == 2 and result.capped == 2
 
 
+def test_a_cap_within_its_tolerance_stands():
+    """The 0.5 cap costs 3 points beyond acc_drop: with a tolerance of 5 points it stands (the task
+    freezes half its free units), with 2 it gives way to one free unit per layer."""
+    scores = [torch.arange(10.0)]
+    free = [torch.ones(10, dtype=torch.bool)]
+
+    def accuracy(keep, at_least):
+        return 100.0 if keep[0].all() else 96.0        # 1 point allowed, the cap costs 4
+
+    held = search_pruning(scores, accuracy, 100.0, acc_drop=1.0, free=free, max_claim_fraction=0.5,
+                          cap_tolerance=5.0)
+    assert int(held.keep[0].sum()) == 5 and held.accuracy == 96.0
+    given_way = search_pruning(scores, accuracy, 100.0, acc_drop=1.0, free=free, max_claim_fraction=0.5,
+                               cap_tolerance=2.0)
+    assert int(given_way.keep[0].sum()) == 9
+
+
 def test_a_cap_is_skipped_where_one_free_unit_per_layer_is_left_anyway():
     """Accuracy needs 8 kept units: the 0.5 cap would take one more, and every layer keeps a free
     unit without it, so the task keeps what the search chose, within acc_drop."""

@@ -204,7 +204,7 @@ class ReReLRP(Learner):
 
         result = search_pruning(scores, evaluate, reference_accuracy, self.config.acc_drop,
                                 self.config.max_keep_fraction, [~f for f in self.ownership.frozen()],
-                                self.config.max_claim_fraction)
+                                self.config.max_claim_fraction, self.config.claim_cap_tolerance)
         self.ownership.add_task(result.keep)
         self.prune_log.append({"task": task.index, "pruned": result.n_pruned,
                                "kept": int(sum(k.sum() for k in result.keep)),
