@@ -79,6 +79,8 @@ def test_what_a_link_restores_is_what_the_page_shows(runs_dir):
 @pytest.mark.parametrize("page, params, ignored", [
     ("explore", {"run": "somebody-elses-run"}, "run=somebody-elses-run (no such run on this server)"),
     ("explore", {"run": "demo:rerelrp", "image": "test:9:0"}, "image=test:9:0 (the run has tasks 0 to 4)"),
+    ("explore", {"run": "demo:rerelrp", "image": "test:1:99999"},
+     "image=test:1:99999 (task 1 has test images 0 to 199); showing test image 0 of task 0"),
     ("explore", {"run": "demo:rerelrp", "unit": "conv9/1"}, "unit=conv9/1 (no unit layer 'conv9')"),
     ("explore", {"run": "demo:rerelrp", "unit": "conv2/999"}, "unit=conv2/999 (the run has units 0 to 31)"),
     ("explore", {"run": "demo:rerelrp", "image": "sample:../../etc/passwd"}, "(no such sample image)"),

@@ -120,8 +120,13 @@ def chosen_image():
     try:
         if choice[0] == "test" and tasks:
             _, t, i = choice
-            if t >= len(tasks) or i >= len(tasks[t].x_test):    # from a run with more test images
+            if t >= len(tasks) or i >= len(tasks[t].x_test):    # a link made on a run with more of them
+                shown = f"tasks 0 to {len(tasks) - 1}" if t >= len(tasks) else \
+                    f"task {t} has test images 0 to {len(tasks[t].x_test) - 1}"
+                st.info(f"Part of this link was ignored: image=test:{t}:{i} ({shown}); showing test image 0 "
+                        "of task 0.")
                 t, i = 0, 0
+                st.session_state["explore_pick"] = ("test", 0, 0)     # the view's link names what is shown
             task = tasks[t]
             true_class = task.class_names[int(task.y_test[i])]
             return task.x_test[i:i + 1], f"test image {i} of task {t} (true class: {true_class})"
