@@ -405,9 +405,9 @@ def show_references(found, layer, unit):
         return
     st.markdown(f"**Test images for which {path.layers[layer].name}/{unit} is most relevant** "
                 "(each through its own task's subnetwork, for its own predicted class)")
-    st.image([figures.image_png(tasks[t].x_test[i].numpy(), scale=3) for t, i, _ in picks],
+    st.image([figures.image_png(tasks[t].x_test[i].numpy(), scale=4) for t, i, _ in picks],
              caption=[f"task {t}: {tasks[t].class_names[int(tasks[t].y_test[i])]} · R {r:+.2f}"
-                      for t, i, r in picks], width=84)
+                      for t, i, r in picks], width=120)
 
 
 def unit_references(layer, unit):
