@@ -35,19 +35,20 @@ def class_orders(n, n_classes=10):
     return [[int(c) for c in rng.permutation(n_classes)] for _ in range(n)]
 
 
-def order_rows(summary):
-    """One row per (order, seed): both methods side by side, ReReLRP's worst task and recognition."""
+def order_rows(summary, settings=()):
+    """One row per (order, seed, value of each of ``settings``): both methods side by side, ReReLRP's
+    worst task and recognition."""
     by_key = {}
     for row in summary:
         if "error" in row:
             print("failed:", row["name"], row["error"], flush=True)
             continue
         metrics = json.loads((Path(row["folder"]) / "metrics.json").read_text())
-        key = ("-".join(map(str, row["class_order"])), row["seed"])
+        key = ("-".join(map(str, row["class_order"])), row["seed"], *(str(row.get(s)) for s in settings))
         by_key.setdefault(key, {})[row["method"]] = (row, metrics)
     rows = []
-    for (order, seed), methods in sorted(by_key.items()):
-        entry = {"class order": order, "seed": seed}
+    for (order, seed, *values), methods in sorted(by_key.items()):
+        entry = {"class order": order, "seed": seed, **dict(zip(settings, values))}
         for method, (row, metrics) in sorted(methods.items()):
             entry[f"{method} TAg"] = round(row["final_tag"], 2)
             entry[f"{method} TAw"] = round(row["final_taw"], 2)
@@ -83,7 +84,8 @@ def main():
     # both methods of one order run together, so an order's comparison is complete early
     runs.sort(key=lambda run: (orders.index(run["settings"]["class_order"]), run["seed"], run["method"]))
     folder = Path(args.save_runs) if args.save_runs else Path(tempfile.mkdtemp(prefix="class-orders-"))
-    rows = order_rows(run_sweep(runs, folder, cpus_per_run=args.cpus_per_run, quiet=True))
+    grid = [name for name in settings if name != "class_order"]
+    rows = order_rows(run_sweep(runs, folder, cpus_per_run=args.cpus_per_run, quiet=True), grid)
     for row in rows:
         print(row, flush=True)
     gaps = [r["rerelrp - replay"] for r in rows if "rerelrp - replay" in r]
