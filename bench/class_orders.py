@@ -29,9 +29,10 @@ from common import machine, write_results  # noqa: E402
 ORDER_SEED = 30          # issue #30: the orders are fixed before anything is measured
 
 
-def class_orders(n, n_classes=10):
-    """``n`` shuffled class orders, the same in every session."""
-    rng = np.random.default_rng(ORDER_SEED)
+def class_orders(n, n_classes=10, seed=ORDER_SEED):
+    """``n`` shuffled class orders, the same in every session (another ``seed``: orders to choose
+    settings on, never the ones reported)."""
+    rng = np.random.default_rng(seed)
     return [[int(c) for c in rng.permutation(n_classes)] for _ in range(n)]
 
 
@@ -74,10 +75,12 @@ def main():
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="training settings for every run (a value list makes a grid, as in the sweep)")
     parser.add_argument("--only", type=int, nargs="+", help="run only these orders (0-based)")
+    parser.add_argument("--order-seed", type=int, default=ORDER_SEED,
+                        help=f"generator of the orders (default {ORDER_SEED}, the reported ones)")
     args = parser.parse_args()
     meta = machine(resolve_device("auto"))
     print(meta, flush=True)
-    orders = class_orders(args.orders)
+    orders = class_orders(args.orders, seed=args.order_seed)
     chosen = [orders[i] for i in args.only] if args.only else orders
     settings = {**parse_settings(args.set), "class_order": chosen}
     runs = plan(args.dataset, args.methods, args.seeds, 5, settings)
@@ -92,7 +95,8 @@ def main():
     if gaps:
         print(f"ReReLRP - replay over {len(gaps)} orders: mean {statistics.mean(gaps):+.2f}, "
               f"worst {min(gaps):+.2f}, orders at or above replay: {sum(g >= 0 for g in gaps)}")
-    name = "-".join([f"class-orders-{args.dataset}", *sorted(args.set)]).replace("=", "")
+    seed_part = [] if args.order_seed == ORDER_SEED else [f"order_seed{args.order_seed}"]
+    name = "-".join([f"class-orders-{args.dataset}", *seed_part, *sorted(args.set)]).replace("=", "")
     write_results(name, rows, {**meta, "orders": chosen, "seeds": args.seeds, "settings": args.set})
 
 
