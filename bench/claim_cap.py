@@ -11,21 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
-
 from rerelrp_core.config import TrainConfig  # noqa: E402
 from rerelrp_core.data import SplitConfig, make_tasks  # noqa: E402
 
-from common import open_dataset, timed_sequence, write_results  # noqa: E402
-
-
-def accuracies(learner, tasks, part):
-    """Average TAw and overall TAg (%) over ``tasks`` on their ``part`` images (val or test)."""
-    xs = [getattr(t, f"x_{part}") for t in tasks]
-    ys = [getattr(t, f"y_{part}") for t in tasks]
-    taw = [float((learner.predict_taw(x, t.index) == y).float().mean()) for x, y, t in zip(xs, ys, tasks)]
-    tag = learner.predict_tag(torch.cat(xs)) == torch.cat([y + t.offset for y, t in zip(ys, tasks)])
-    return 100 * sum(taw) / len(taw), 100 * float(tag.float().mean())
+from common import accuracies, open_dataset, timed_sequence, write_results  # noqa: E402
 
 
 def main():

@@ -21,10 +21,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import rerelrp_core  # noqa: E402,F401
+from rerelrp_core.data import load_dataset, make_tasks  # noqa: E402
 from rerelrp_core.learners import resolve_device  # noqa: E402
+from rerelrp_core.runs import load_run  # noqa: E402
 from rerelrp_core.sweep import parse_settings, plan, run_sweep  # noqa: E402
 
-from common import machine, write_results  # noqa: E402
+from common import accuracies, machine, write_results  # noqa: E402
 
 ORDER_SEED = 30          # issue #30: the orders are fixed before anything is measured
 
@@ -36,7 +38,14 @@ def class_orders(n, n_classes=10, seed=ORDER_SEED):
     return [[int(c) for c in rng.permutation(n_classes)] for _ in range(n)]
 
 
-def order_rows(summary, settings=()):
+def validation_scores(folder):
+    """Final TAw and TAg (%) of a saved run on its tasks' validation images: what a choice is made on."""
+    run = load_run(folder, device="cpu")
+    tasks = make_tasks(load_dataset(run.dataset), run.split)[:run.tasks_done]
+    return accuracies(run.learner, tasks, "val")
+
+
+def order_rows(summary, settings=(), validation=False):
     """One row per (order, seed, value of each of ``settings``): both methods side by side, ReReLRP's
     worst task and recognition."""
     by_key = {}
@@ -51,6 +60,9 @@ def order_rows(summary, settings=()):
     for (order, seed, *values), methods in sorted(by_key.items()):
         entry = {"class order": order, "seed": seed, **dict(zip(settings, values))}
         for method, (row, metrics) in sorted(methods.items()):
+            if validation:
+                val_taw, val_tag = validation_scores(row["folder"])
+                entry[f"{method} val TAg"], entry[f"{method} val TAw"] = round(val_tag, 2), round(val_taw, 2)
             entry[f"{method} TAg"] = round(row["final_tag"], 2)
             entry[f"{method} TAw"] = round(row["final_taw"], 2)
             last = metrics["acc_tag"][-1]
@@ -75,6 +87,8 @@ def main():
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="training settings for every run (a value list makes a grid, as in the sweep)")
     parser.add_argument("--only", type=int, nargs="+", help="run only these orders (0-based)")
+    parser.add_argument("--validation", action="store_true",
+                        help="also each run's final TAg and TAw on validation images (to choose on)")
     parser.add_argument("--order-seed", type=int, default=ORDER_SEED,
                         help=f"generator of the orders (default {ORDER_SEED}, the reported ones)")
     args = parser.parse_args()
@@ -88,7 +102,8 @@ def main():
     runs.sort(key=lambda run: (orders.index(run["settings"]["class_order"]), run["seed"], run["method"]))
     folder = Path(args.save_runs) if args.save_runs else Path(tempfile.mkdtemp(prefix="class-orders-"))
     grid = [name for name in settings if name != "class_order"]
-    rows = order_rows(run_sweep(runs, folder, cpus_per_run=args.cpus_per_run, quiet=True), grid)
+    rows = order_rows(run_sweep(runs, folder, cpus_per_run=args.cpus_per_run, quiet=True), grid,
+                      validation=args.validation)
     for row in rows:
         print(row, flush=True)
     gaps = [r["rerelrp - replay"] for r in rows if "rerelrp - replay" in r]

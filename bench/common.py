@@ -56,3 +56,12 @@ def timed_sequence(dataset, n_tasks, config, **options):
         print(f"{config.method} seed {config.seed}: {error}", flush=True)
         return None, str(error)
     return run, time.perf_counter() - started
+
+
+def accuracies(learner, tasks, part):
+    """Average TAw and overall TAg (%) over ``tasks`` on their ``part`` images (val or test)."""
+    xs = [getattr(t, f"x_{part}") for t in tasks]
+    ys = [getattr(t, f"y_{part}") for t in tasks]
+    taw = [float((learner.predict_taw(x, t.index) == y).float().mean()) for x, y, t in zip(xs, ys, tasks)]
+    tag = learner.predict_tag(torch.cat(xs)) == torch.cat([y + t.offset for y, t in zip(ys, tasks)])
+    return 100 * sum(taw) / len(taw), 100 * float(tag.float().mean())
