@@ -4,6 +4,8 @@ sweep setting). Prints per order both methods' final TAg and TAw, ReReLRP's task
 worst task (task-agnostic) and the gap to replay.
 
     .venv/bin/python bench/class_orders.py [--orders 6] [--seeds 0] [--methods rerelrp replay]
+    .venv/bin/python bench/class_orders.py --order-seed 31 --orders 3 --methods rerelrp \
+        --set claim_cap_tolerance=0,1 --validation          # choosing: other orders, validation images
 
 The orders are drawn once from a fixed generator (``ORDER_SEED``) before any run, so every
 session measures the same ones; ``--save-runs`` keeps the run folders (a finished run there is not
