@@ -12,6 +12,7 @@ session measures the same ones; ``--save-runs`` keeps the run folders (a finishe
 trained again).
 """
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -43,8 +44,14 @@ def class_orders(n, n_classes=10, seed=ORDER_SEED):
 def validation_scores(folder):
     """Final TAw and TAg (%) of a saved run on its tasks' validation images: what a choice is made on."""
     run = load_run(folder, device="cpu")
-    tasks = make_tasks(load_dataset(run.dataset), run.split)[:run.tasks_done]
+    tasks = make_tasks(dataset_named(run.dataset), run.split)[:run.tasks_done]
     return accuracies(run.learner, tasks, "val")
+
+
+@functools.cache
+def dataset_named(name):
+    """The data set, read once for all the runs scored on it."""
+    return load_dataset(name)
 
 
 def order_rows(summary, settings=(), validation=False):

@@ -3,7 +3,6 @@ the prediction, the heatmaps and the pathway figure appear."""
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,17 +12,13 @@ from urllib.parse import unquote
 
 import pytest
 
+from ui.serve import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "assets" / "samples" / "digit-7.png"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="Chromium is not installed (scripts/setup.sh --browser installs it)")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

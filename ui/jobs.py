@@ -56,12 +56,13 @@ class TrainingQueue:
             return True
 
     def _take(self, job, places):
-        if places is None:
-            return True
-        self.held[job] = take_place(places, self.slots)
-        return self.held[job] is not None
+        """Whether ``job`` holds one of the places every process shares (always, without ``places``)."""
+        handle = None if places is None else take_place(places, self.slots)
+        if handle is not None:
+            self.held[job] = handle
+        return places is None or handle is not None
 
-    def release(self, job=None):
+    def release(self, job):
         with self.turn:
             self.running -= 1
             held = self.held.pop(job, None)

@@ -254,7 +254,7 @@ def current(page):
     """The query parameters of this page's view as it is now."""
     params = {}
     name = _run_name(st.session_state["run_path"]) if st.session_state.get("run_path") else None
-    if name:            # (listing the runs reads every run.json: once per rerun is enough)
+    if name:            # (naming the run lists the run folder: once per rerun is enough)
         params["run"] = name
     for param in PAGES.get(page, []):
         text = param.write(st.session_state.get(param.key))
