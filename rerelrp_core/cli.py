@@ -104,9 +104,10 @@ def add_training_options(train):
         else:
             train.add_argument(flag, type=kind, help=text)
     train.add_argument("--recognition", default="ours", choices=sorted(RECOGNITION_PRESETS),
-                       help="task recognition: 'ours' (class Gaussians in the first task's subnetwork), "
-                            "'faithful' (the paper's relevance forests) or 'forest' (the forests with "
-                            "more context and data)")
+                       help="task recognition: 'ours' (class Gaussians of the input image), "
+                            "'subnetwork' (class Gaussians in task 0's subnetwork, our default before "
+                            "run format 9), 'faithful' (the paper's relevance forests) or 'forest' (the "
+                            "forests with more context and data)")
 
 
 def add_run_options(train):

@@ -2,7 +2,7 @@
 
 :func:`evaluate_step` scores from scratch and works for every learner. :class:`FrozenEvaluation` does
 the same for ReReLRP with class-Gaussian recognition at a fraction of the cost: subnetwork k and task
-k's head rows never change after task k, and neither does subnetwork 0's feature space, so the logits
+k's head rows never change after task k, and neither does the recognition space, so the logits
 of a test set through subnetwork k and its recognition features are computed once and reused at
 every later step (the distances to the classes, a small product, are redone each step with the
 recogniser's own code). After task t only subnetwork t (over every seen test set) and the new test
@@ -32,7 +32,7 @@ class FrozenEvaluation:
 
     def __init__(self):
         self.logits = {}        # (test set j, subnetwork k) -> logits over task k's head rows
-        self.features = {}      # test set j -> its features in subnetwork 0's space
+        self.features = {}      # test set j -> its features in the recognition space
 
     def __call__(self, learner, tasks):
         recogniser, seen = learner.recogniser, learner.tasks[:len(tasks)]

@@ -43,7 +43,7 @@ from .task_recognition import TaskRecogniser
 from .tasks import TaskSpec
 
 FORMAT = "rerelrp-run"
-VERSION = 8
+VERSION = 9
 REQUIRED = {"format": str, "version": int, "config": dict, "split": dict, "dataset": str, "class_names": list,
             "input_shape": list, "tasks": list, "history": dict}
 
@@ -363,6 +363,18 @@ def _version7_to_8(state, tensors):
     return state, tensors
 
 
+def _version8_to_9(state, tensors):
+    """Version 9: class-Gaussian recognition lives in the input space by default. Runs saved before
+    kept their statistics in task 0's subnetwork, which ``space`` now names."""
+    config = state["config"]
+    recognition = config.get("recognition")
+    if config.get("method") == "rerelrp" and isinstance(recognition, dict) \
+            and recognition.get("kind", "gaussian") == "gaussian":
+        state["config"] = {**config, "recognition": {"space": "subnetwork", **recognition}}
+    state["version"] = 9
+    return state, tensors
+
+
 _DOWNSAMPLE = re.compile(r"^(layer\d\.\d\.downsample)$")
 _RESNET_WRAPPER = re.compile(r"(^|\.)(bn\d|downsample\.1)\.0\.")
 
@@ -388,7 +400,7 @@ def renamed_weights(weights, model, saved_as):
 
 
 MIGRATIONS = {1: _version1_to_2, 2: _version2_to_3, 3: _version3_to_4, 4: _version4_to_5, 5: _version5_to_6,
-              6: _version6_to_7, 7: _version7_to_8}
+              6: _version6_to_7, 7: _version7_to_8, 8: _version8_to_9}
 
 
 def _load_outcomes(folder, n_steps):

@@ -7,16 +7,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rerelrp_core.class_gaussians import (
-    MIN_CLUSTER,
-    ClassGaussians,
-    clusters,
-    space_columns,
-    unit_activations,
-)
+from rerelrp_core.class_gaussians import ClassGaussians
+from rerelrp_core.cluster_gaussians import MIN_CLUSTER, clusters
 from rerelrp_core.errors import UserError
 from rerelrp_core.learners import accuracy
 from rerelrp_core.recognition import recognition_config
+from rerelrp_core.recognition_spaces import (
+    InputSpace,
+    SubnetworkSpace,
+    projection,
+    space_columns,
+    unit_activations,
+)
 from rerelrp_core.runs import load_run, save_run
 from rerelrp_core.sequence import train_sequence
 
@@ -41,14 +43,16 @@ def _textbook_distance(own, x, shrink, volume):
     return (centred @ torch.linalg.inv(covariance) * centred).sum(1) + volume * s * torch.logdet(covariance)
 
 
-@pytest.mark.parametrize("components, volume", [(1, 0.0), (4, 0.0), (4, 0.5)])
+@pytest.mark.parametrize("components, volume, space", [
+    (1, 0.0, "input"), (4, 0.0, "input"), (4, 0.5, "input"), (4, 0.5, "subnetwork")])
 def test_distance_is_the_nearest_clusters_normalised_shrunk_mahalanobis_distance(digits_run, digits_tasks,
-                                                                                 components, volume):
+                                                                                 components, volume, space):
     """With every eigenvector kept, the stored statistics give the textbook distance to the nearest
     of a class's k-means clusters, under each cluster's covariance normalised to mean variance 1 and
     shrunk by ``shrink``, with its volume term (within 2 %: the eigenvectors are stored as int8)."""
     learner = copy.copy(digits_run.learner)
-    config = recognition_config({"rank": 10_000, "shrink": 0.2, "components": components, "volume": volume})
+    config = recognition_config({"rank": 10_000, "shrink": 0.2, "components": components, "volume": volume,
+                                 "space": space})
     learner.recogniser = recogniser = ClassGaussians(config)
     task = digits_tasks[0]
     recogniser.learn_task(learner, task)
@@ -66,7 +70,21 @@ def test_distance_is_the_nearest_clusters_normalised_shrunk_mahalanobis_distance
         torch.testing.assert_close(recogniser.distances(x)[:, c], expected, rtol=2e-2, atol=1e-6)
 
 
-def test_features_are_subnetwork_0_activations_and_leave_the_model_as_it_was(digits_run, digits_tasks):
+def test_input_space_is_the_input_averaged_over_cells_whatever_the_network(digits_run, digits_tasks):
+    """The default space: each channel's cell means, signed square roots (power 0.5), projected when
+    wider than ``width``; no network takes part, so it is the same whatever the class order."""
+    x = digits_tasks[0].x_test[:5]
+    assert torch.equal(digits_run.learner.recogniser.features(digits_run.learner, x),
+                       x.flatten(1).double().sqrt())        # 8 x 8 digits: every pixel a cell
+    images = torch.randn(3, 3, 28, 28)                       # normalised colour images: negative values too
+    space = InputSpace(recognition_config({"input_grid": 14, "width": 128, "power": 0.5}))
+    cells = images.reshape(3, 3, 14, 2, 14, 2).mean((3, 5)).flatten(1).double()
+    expected = cells.sign() * cells.abs().sqrt() @ projection(3 * 14 * 14, 128)
+    torch.testing.assert_close(space.features(None, images), expected)
+    assert SubnetworkSpace(recognition_config({})).description != space.description
+
+
+def test_subnetwork_space_is_subnetwork_0_activations_and_leaves_the_model_alone(digits_run, digits_tasks):
     learner = digits_run.learner
     x = digits_tasks[2].x_test[:4]
     before = {k: v.clone() for k, v in learner.model.state_dict().items()}

@@ -46,8 +46,8 @@ def test_unknown_model_and_too_small_input():
 def test_batched_passes_give_every_row_its_own_subnetwork_across_batches():
     """Per-row masks are cut with the rows: each row gets its own subnetwork whatever the batch size
     (up to float rounding: kernels for other batch sizes may round differently)."""
-    from rerelrp_core.class_gaussians import unit_activations
     from rerelrp_core.models import batched_logits
+    from rerelrp_core.recognition_spaces import unit_activations
     model = build_model("cnn-small", (1, 12, 12), 4, seed=2)
     x = torch.rand(10, 1, 12, 12, generator=torch.Generator().manual_seed(0))
     draw = torch.Generator().manual_seed(1)

@@ -258,12 +258,12 @@ st.caption("What the deciding units see: the input relevance that flows through 
 if by_class:
     with st.expander("What decided the task", expanded=True):
         st.caption("Each class keeps the means and covariances of up to 4 clusters of its training "
-                   "images' activations in task 0's subnetwork (frozen, so they never go stale; no image "
-                   "is kept). The input goes to the task of the nearest class, smaller = closer: the "
-                   "distance to the class's nearest cluster is the Mahalanobis distance plus a volume term: "
-                   "at most 0, more negative for a cluster whose images vary along few directions, scaled "
-                   "by how widely they vary (0 for runs saved before it existed), so a distance can be "
-                   "negative.")
+                   f"images in {run.learner.recogniser.space.description} (a space that never changes, "
+                   "so they never go stale; no image is kept). The input goes to the task of the nearest "
+                   "class, smaller = closer: the distance to the class's nearest cluster is the "
+                   "Mahalanobis distance plus a volume term: at most 0, more negative for a cluster whose "
+                   "images vary along few directions, scaled by how widely they vary (0 for runs saved "
+                   "before it existed), so a distance can be negative.")
         st.markdown("| task | nearest class | distance | Mahalanobis | volume term | probability |\n"
                     "|---:|---|---:|---:|---:|---:|\n"
                     + "\n".join(f"| {rec['task']} | {rec['class']} | {rec['distance']:.3f} | "
