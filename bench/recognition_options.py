@@ -1,10 +1,11 @@
-"""Compare task-recognition options on a trained ReReLRP run, choosing on validation data only.
+"""Compare task-recognition options on trained ReReLRP runs, choosing on validation data only.
 
-Subnetwork m never changes after task m, so every option's relevance features can be recomputed
-from the final model. Each option is scored on the validation images its recognisers never saw;
-the test split is printed beside it only for the report.
+Subnetwork m never changes after task m, so every option's relevance features and class statistics
+can be recomputed from the final model. Each option is scored on the validation images its
+recognisers never saw; the test split is printed beside it only for the report. With several runs
+(class orders, seeds) each option's scores are also averaged over them.
 
-    .venv/bin/python bench/recognition_options.py RUN_FOLDER
+    .venv/bin/python bench/recognition_options.py RUN_FOLDER [RUN_FOLDER ...] [--options NAME ...]
 """
 import argparse
 import sys
@@ -25,24 +26,32 @@ from rerelrp_core.runs import load_run  # noqa: E402
 from common import machine, write_results  # noqa: E402
 
 FAITHFUL = RECOGNITION_PRESETS["faithful"]
-# class Gaussians (the default) and its settings
+SUBNETWORK = {"space": "subnetwork"}
+# class Gaussians (the default, in the input space) and its settings
 GAUSSIAN = {
-    "gaussian (default: 4 clusters per class, first grid 3, width 128)": {},
-    "gaussian, session-5 default (1 per class, grid 2, unprojected)": {"components": 1, "first_grid": 2,
-                                                                      "width": 0},
-    "gaussian, 1 per class": {"components": 1},
-    "gaussian, 2 per class": {"components": 2},
-    "gaussian, 5 per class, rank 24": {"components": 5, "rank": 24},
-    "gaussian, 6 per class, rank 20": {"components": 6, "rank": 20},
+    "gaussian (default: input space, grid 14, power 0.5, width 128)": {},
+    "gaussian, input, power 1": {"power": 1.0},
+    "gaussian, input, grid 28": {"input_grid": 28},
+    "gaussian, input, width 64": {"width": 64},
+    "gaussian, input, rank 16": {"rank": 16},
+} | {name: SUBNETWORK | changes for name, changes in {
+    "gaussian, subnetwork space (default before format 9)": {},
+    "gaussian, subnetwork, session-5 default (1 per class, grid 2, unprojected)": {
+        "components": 1, "first_grid": 2, "width": 0},
+    "gaussian, subnetwork, 1 per class": {"components": 1},
+    "gaussian, subnetwork, 2 per class": {"components": 2},
+    "gaussian, subnetwork, 5 per class, rank 24": {"components": 5, "rank": 24},
+    "gaussian, subnetwork, 6 per class, rank 20": {"components": 6, "rank": 20},
     # wider projections at a lower rank, in about the same bytes per task (46-48 kB)
-    "gaussian, width 144, rank 28": {"width": 144, "rank": 28},
-    "gaussian, width 160, rank 24": {"width": 160, "rank": 24},
-    "gaussian, width 192, rank 20": {"width": 192, "rank": 20},
-    "gaussian, first grid 2": {"first_grid": 2},
-    "gaussian, unprojected": {"width": 0},
-    "gaussian, shrink 0.01": {"shrink": 0.01},
-    "gaussian, shrink 0.3": {"shrink": 0.3},
-    "gaussian, power 1 (no transform)": {"power": 1.0},
+    "gaussian, subnetwork, width 144, rank 28": {"width": 144, "rank": 28},
+    "gaussian, subnetwork, width 160, rank 24": {"width": 160, "rank": 24},
+    "gaussian, subnetwork, width 192, rank 20": {"width": 192, "rank": 20},
+    "gaussian, subnetwork, first grid 2": {"first_grid": 2},
+    "gaussian, subnetwork, unprojected": {"width": 0},
+    "gaussian, subnetwork, shrink 0.01": {"shrink": 0.01},
+    "gaussian, subnetwork, shrink 0.3": {"shrink": 0.3},
+    "gaussian, subnetwork, power 1 (no transform)": {"power": 1.0},
+}.items()} | {
     "forest, context, 300 val/class (previous default)": {"kind": "forest"},
 }
 # the forest options: the faithful recogniser with some settings changed
@@ -83,19 +92,33 @@ def recognition_scores(learner, tasks, part):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("run")
+    parser.add_argument("runs", nargs="+")
     parser.add_argument("--options", nargs="*", help="subset of option names")
     parser.add_argument("--name", help="result file name")
     args = parser.parse_args()
-    run = load_run(args.run)
+    meta = machine("cpu")
+    print(meta)
+    rows = [row for folder in args.runs for row in option_rows(folder, args.options)]
+    print(f"\n{'option':60} {'val rec':>8} {'val TAg':>8} {'test rec':>9} {'test TAg':>9}  runs")
+    for name in dict.fromkeys(r["option"] for r in rows):
+        mine = [r for r in rows if r["option"] == name]
+        means = [sum(r[key] for r in mine) / len(mine) for key in ("val_task_rec", "val_tag", "test_task_rec",
+                                                                    "test_tag")]
+        print(f"{name:60} {means[0]:8.2f} {means[1]:8.2f} {means[2]:9.2f} {means[3]:9.2f}  {len(mine)}")
+    run = load_run(args.runs[0])
+    write_results(args.name or f"recognition-options-{run.dataset}-seed{run.config.seed}", rows, meta)
+
+
+def option_rows(folder, chosen):
+    """One row per option: its recognition and TAg on validation and test images of the run in
+    ``folder``, its recognisers retrained from the run's final model."""
+    run = load_run(folder, device="cpu")
     learner = run.learner
     tasks = make_tasks(load_dataset(run.dataset), run.split)[:run.tasks_done]
-    meta = machine(learner.device)
-    print(meta)
     base_config = learner.config
     rows = []
     for name, overrides in OPTIONS.items():
-        if args.options and name not in args.options:
+        if chosen and name not in chosen:
             continue
         # ref_per_class belongs to the training settings (the reference set also drives pruning,
         # which is already done here); the rest are recognition settings
@@ -107,14 +130,11 @@ def main():
             learner.recogniser.learn_task(learner, task)
         val_rec, val_tag = recognition_scores(learner, tasks, "heldout")
         test_rec, test_tag = recognition_scores(learner, tasks, "test")
-        rows.append({"option": name, "val_task_rec": round(val_rec, 2), "val_tag": round(val_tag, 2),
+        rows.append({"run": Path(folder).name, "class_order": run.split.class_order, "option": name,
+                     "val_task_rec": round(val_rec, 2), "val_tag": round(val_tag, 2),
                      "test_task_rec": round(test_rec, 2), "test_tag": round(test_tag, 2)})
         print(rows[-1], flush=True)
-    print(f"\n{'option':38} {'val rec':>8} {'val TAg':>8} {'test rec':>9} {'test TAg':>9}")
-    for r in rows:
-        print(f"{r['option']:38} {r['val_task_rec']:8.2f} {r['val_tag']:8.2f} "
-              f"{r['test_task_rec']:9.2f} {r['test_tag']:9.2f}")
-    write_results(args.name or f"recognition-options-{run.dataset}-seed{run.config.seed}", rows, meta)
+    return rows
 
 
 if __name__ == "__main__":

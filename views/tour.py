@@ -75,11 +75,12 @@ def step_pathways():
 def step_recognition():
     shared, run, task, x = story("rerelrp")
     result = explanation(shared, x)
+    space = getattr(run.learner.recogniser, "space", None)      # class Gaussians; the forests have none
+    how = (f"which class the input lies nearest to in {space.description} (each class summarised by "
+           "means and covariances, never by images)" if space else
+           "random forests that read the input's relevance in every subnetwork")
     st.markdown("Task-aware prediction needs the task label. Without it, ReReLRP must first **recognise "
-                "the task** from what the input does inside the network, then let that task's subnetwork "
-                "pick the class. Here it asks which class the input lies nearest to among the activations of "
-                "task 0's frozen subnetwork (each class summarised by a mean and a covariance, never by "
-                "images).")
+                f"the task**, then let that task's subnetwork pick the class. Here it asks {how}.")
     left, right = st.columns([3, 2])
     labels = [f"task {t}" for t in range(run.tasks_done)]
     left.plotly_chart(figures.probabilities(labels, result["task_probs"], "Which task is this image from?",
