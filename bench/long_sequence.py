@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import rerelrp_core  # noqa: E402,F401
 from rerelrp_core.config import TrainConfig  # noqa: E402
+from rerelrp_core.recognition import RECOGNITION_PRESETS  # noqa: E402
 
 from common import open_dataset, timed_sequence, write_results  # noqa: E402
 
@@ -26,13 +27,16 @@ def main():
     parser.add_argument("--acc-drop", type=float, default=2.0,
                         help="pruning budget in points; "
                              "40 validation images per class make 1 point < 1 image")
+    parser.add_argument("--recognition", default="ours", choices=sorted(RECOGNITION_PRESETS),
+                        help="ReReLRP's task recognition preset")
     parser.add_argument("--name", help="result file name (default long-sequence-DATASET)")
     args = parser.parse_args()
     dataset, meta = open_dataset(args.dataset)
     rows = []
     for method in args.methods:
         for seed in args.seeds:
-            config = TrainConfig(method=method, seed=seed, acc_drop=args.acc_drop)
+            config = TrainConfig(method=method, seed=seed, acc_drop=args.acc_drop,
+                                 recognition=dict(RECOGNITION_PRESETS[args.recognition]))
             run, outcome = timed_sequence(dataset, args.tasks, config)
             if run is None:
                 rows.append({"method": method, "seed": seed, "error": outcome})
@@ -40,7 +44,8 @@ def main():
             rows += step_rows(method, seed, run.metrics, outcome)
             print(f"{method} seed {seed}: {outcome:.0f} s", flush=True)
     print_table(rows)
-    write_results(args.name or f"long-sequence-{args.dataset}", rows, {**meta, "acc_drop": args.acc_drop})
+    write_results(args.name or f"long-sequence-{args.dataset}", rows,
+                  {**meta, "acc_drop": args.acc_drop, "recognition": args.recognition})
 
 
 def step_rows(method, seed, metrics, seconds):
