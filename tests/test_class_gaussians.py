@@ -186,6 +186,8 @@ def test_damaged_statistics_are_refused(digits_run, tmp_path, name, damage):
     ({"shrink": 0}, "shrink must be a number above 0"),
     ({"power": -1}, "power must be a number above 0"),
     ({"rank": 0}, "rank must be a whole number of at least 1"),
+    ({"space": "pixels"}, "space must be one of input, subnetwork"),
+    ({"input_grid": 0}, "input_grid must be a whole number of at least 1"),
 ])
 def test_bad_settings_are_refused(settings, message):
     with pytest.raises(UserError, match=message):
