@@ -76,8 +76,8 @@ def step_recognition():
     shared, run, task, x = story("rerelrp")
     result = explanation(shared, x)
     space = getattr(run.learner.recogniser, "space", None)      # class Gaussians; the forests have none
-    how = (f"which class the input lies nearest to in {space.description} (each class summarised by "
-           "means and covariances, never by images)" if space else
+    how = (f"which class the input lies nearest to in {space.description}; each class is summarised by "
+           "means and covariances, never by images" if space else
            "random forests that read the input's relevance in every subnetwork")
     st.markdown("Task-aware prediction needs the task label. Without it, ReReLRP must first **recognise "
                 f"the task**, then let that task's subnetwork pick the class. Here it asks {how}.")
