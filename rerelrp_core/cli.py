@@ -83,7 +83,7 @@ TRAINING_OPTIONS = {
     "--max-claim-fraction": (float, "largest share of each layer's free units one task may freeze "
                                     "(default 0.75; 1 = no cap, as in the paper)"),
     "--claim-cap-tolerance": (float, "accuracy points beyond acc_drop the claim cap may cost a task "
-                                     "before it gives way (default 0)"),
+                                     "before it gives way (default 1)"),
     "--reinit-free": (bool, "re-initialise free units before each task"),
     "--augment": (str, "auto, none or crop-flip (default auto: pad 4, random resized crop and flip for "
                        "CIFAR-10/100 and SVHN, as in the paper; none otherwise)"),

@@ -117,7 +117,8 @@ class TrainConfig:
     max_claim_fraction: the largest share of each layer's still-free units one task may freeze
         (1 = no cap, as in the paper); below 1 no task leaves later tasks without free units.
     claim_cap_tolerance: validation accuracy points, beyond ``acc_drop``, the claim cap may cost a
-        task before it gives way to "leave one free unit per layer" (0: it gives way at once).
+        task before it gives way to "leave one free unit per layer" (0: it gives way at once; 1,
+        chosen on validation images, bench/README.md "Class orders").
     reg_strength: baselines' regularisation weight (None = the method's default: EWC 50000, LwF 0.5).
     memory: iCaRL's and replay's image buffer, in images (2000, as in the paper's comparison).
     reinit_free: re-initialise units no task owns before each new task.
@@ -147,7 +148,7 @@ class TrainConfig:
     max_keep_fraction: float = option(None, optional(between(0, 1, include_low=False)),
                                      "--max-keep-fraction")
     max_claim_fraction: float = option(0.75, between(0, 1, include_low=False), "--max-claim-fraction")
-    claim_cap_tolerance: float = option(0.0, between(0, 100), "--claim-cap-tolerance")
+    claim_cap_tolerance: float = option(1.0, between(0, 100), "--claim-cap-tolerance")
     reg_strength: float = option(None, optional(at_least(0)), "--reg-strength")
     memory: int = option(2000, at_least(1, integer=True), "--memory")
     reinit_free: bool = option(False, is_bool, "--reinit-free")

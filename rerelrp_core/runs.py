@@ -364,9 +364,12 @@ def _version7_to_8(state, tensors):
 
 
 def _version8_to_9(state, tensors):
-    """Version 9: class-Gaussian recognition lives in the input space by default. Runs saved before
-    kept their statistics in task 0's subnetwork, which ``space`` now names."""
-    config = state["config"]
+    """Version 9: class-Gaussian recognition lives in the input space by default, and the claim cap
+    stands while it costs at most 1 point beyond acc_drop. Runs saved before kept their statistics
+    in task 0's subnetwork, which ``space`` now names, and gave way at once (tolerance 0, so a resumed
+    run goes on as it began)."""
+    config = {"claim_cap_tolerance": 0.0, **state["config"]}
+    state["config"] = config
     recognition = config.get("recognition")
     if config.get("method") == "rerelrp" and isinstance(recognition, dict) \
             and recognition.get("kind", "gaussian") == "gaussian":

@@ -43,7 +43,7 @@ def test_defaults_and_presets_are_valid():
     assert make_config(recognition="faithful").recognition["context"] is False
     assert make_config(epochs=None, lr=None) == TrainConfig()      # left empty: the default
     with pytest.raises(UserError, match=r"recognition \(--recognition\) must be one of faithful, forest, "
-                                        r"ours; got .best."):
+                                        r"subnetwork, ours; got .best."):
         make_config(recognition="best")
 
 

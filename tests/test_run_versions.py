@@ -27,6 +27,8 @@ def test_older_formats_open_and_predict_as_before(name, tmp_path):
     assert run.metrics["acc_tag"] == expected["acc_tag"]
     # format 1 was trained without the claim cap, and is resumed so
     assert run.config.max_claim_fraction == (1.0 if name.startswith("v1") else 0.75)
+    # and the cap gave way at once before format 9
+    assert run.config.claim_cap_tolerance == 0.0
     # class Gaussians saved before format 6 had no volume term
     assert name not in ("v4-gaussians", "v5-clusters") or run.learner.recogniser.config.volume == 0
     # and before format 9 in task 0's subnetwork
