@@ -2,7 +2,7 @@
 
 Each class of a finished task keeps Gaussians of its training images in a feature space that never
 changes (:mod:`~rerelrp_core.recognition_spaces`: by default the input itself, averaged over a grid
-of cells; before run format 8 the activations of task 0's frozen subnetwork), so they never go
+of cells; before run format 9 the activations of task 0's frozen subnetwork), so they never go
 stale and no image has to be kept.
 
 After each task, each class of the task is split by k-means into up to ``components`` clusters of

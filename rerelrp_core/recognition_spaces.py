@@ -6,7 +6,7 @@ statistics are in it, or they would go stale.
   first task's subnetwork was good on the order it was chosen on and 6 points worse on others:
   bench/README.md, "Class orders").
 - :class:`SubnetworkSpace`: every unit's activation in subnetwork 0, frozen since task 0 (the
-  default before run format 8).
+  default before run format 9).
 
 Both are raised to ``power`` (signed, so inputs normalised below 0 keep their sign) and, when wider
 than ``width``, projected onto ``width`` fixed random orthonormal directions (made from a constant
