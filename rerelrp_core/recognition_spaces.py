@@ -3,7 +3,7 @@ statistics are in it, or they would go stale.
 
 - :class:`InputSpace` (the default): the input itself, averaged over a grid of cells per channel.
   It depends on no network and on no task, so it is the same space whatever the class order (the
-  first task's subnetwork was good on the order it was chosen on and 6 points worse on others:
+  first task's subnetwork was good on the order it was chosen on and up to 6 points worse on others:
   bench/README.md, "Class orders").
 - :class:`SubnetworkSpace`: every unit's activation in subnetwork 0, frozen since task 0 (the
   default before run format 9).
