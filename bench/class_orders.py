@@ -12,7 +12,6 @@ session measures the same ones; ``--save-runs`` keeps the run folders (a finishe
 trained again).
 """
 import argparse
-import functools
 import json
 import statistics
 import sys
@@ -24,12 +23,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import rerelrp_core  # noqa: E402,F401
-from rerelrp_core.data import load_dataset, make_tasks  # noqa: E402
+from rerelrp_core.data import make_tasks  # noqa: E402
 from rerelrp_core.learners import resolve_device  # noqa: E402
 from rerelrp_core.runs import load_run  # noqa: E402
 from rerelrp_core.sweep import parse_settings, plan, run_sweep  # noqa: E402
 
-from common import accuracies, machine, write_results  # noqa: E402
+from common import accuracies, dataset_named, machine, write_results  # noqa: E402
 
 ORDER_SEED = 30          # issue #30: the orders are fixed before anything is measured
 
@@ -46,12 +45,6 @@ def validation_scores(folder):
     run = load_run(folder, device="cpu")
     tasks = make_tasks(dataset_named(run.dataset), run.split)[:run.tasks_done]
     return accuracies(run.learner, tasks, "val")
-
-
-@functools.cache
-def dataset_named(name):
-    """The data set, read once for all the runs scored on it."""
-    return load_dataset(name)
 
 
 def order_rows(summary, settings=(), validation=False):

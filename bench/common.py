@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts: machine description and result files."""
 import csv
+import functools
 import json
 import os
 import platform
@@ -36,6 +37,12 @@ def write_results(name, rows, meta):
             writer.writeheader()
             writer.writerows(rows)
     print(f"written: {RESULTS / name}.json, .csv")
+
+
+@functools.cache
+def dataset_named(name):
+    """The data set, read once for all the runs scored on it."""
+    return load_dataset(name)
 
 
 def open_dataset(name):

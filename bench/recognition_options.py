@@ -17,13 +17,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import rerelrp_core  # noqa: E402,F401
-from rerelrp_core.data import load_dataset, make_tasks  # noqa: E402
+from rerelrp_core.data import make_tasks  # noqa: E402
 from rerelrp_core.learners import accuracy  # noqa: E402
 from rerelrp_core.learners.rerelrp import make_recogniser  # noqa: E402
 from rerelrp_core.recognition import RECOGNITION_PRESETS, recognition_config  # noqa: E402
 from rerelrp_core.runs import load_run  # noqa: E402
 
-from common import machine, write_results  # noqa: E402
+from common import dataset_named, machine, write_results  # noqa: E402
 
 FAITHFUL = RECOGNITION_PRESETS["faithful"]
 SUBNETWORK = {"space": "subnetwork"}
@@ -98,23 +98,23 @@ def main():
     args = parser.parse_args()
     meta = machine("cpu")
     print(meta)
-    rows = [row for folder in args.runs for row in option_rows(folder, args.options)]
+    runs = {folder: load_run(folder, device="cpu") for folder in args.runs}
+    rows = [row for folder, run in runs.items() for row in option_rows(run, Path(folder).name, args.options)]
     print(f"\n{'option':60} {'val rec':>8} {'val TAg':>8} {'test rec':>9} {'test TAg':>9}  runs")
     for name in dict.fromkeys(r["option"] for r in rows):
         mine = [r for r in rows if r["option"] == name]
         means = [sum(r[key] for r in mine) / len(mine) for key in ("val_task_rec", "val_tag", "test_task_rec",
                                                                     "test_tag")]
         print(f"{name:60} {means[0]:8.2f} {means[1]:8.2f} {means[2]:9.2f} {means[3]:9.2f}  {len(mine)}")
-    run = load_run(args.runs[0])
+    run = runs[args.runs[0]]
     write_results(args.name or f"recognition-options-{run.dataset}-seed{run.config.seed}", rows, meta)
 
 
-def option_rows(folder, chosen):
-    """One row per option: its recognition and TAg on validation and test images of the run in
-    ``folder``, its recognisers retrained from the run's final model."""
-    run = load_run(folder, device="cpu")
+def option_rows(run, label, chosen):
+    """One row per option: its recognition and TAg on validation and test images of ``run`` (named
+    ``label`` in the rows), its recognisers retrained from the run's final model."""
     learner = run.learner
-    tasks = make_tasks(load_dataset(run.dataset), run.split)[:run.tasks_done]
+    tasks = make_tasks(dataset_named(run.dataset), run.split)[:run.tasks_done]
     base_config = learner.config
     rows = []
     for name, overrides in OPTIONS.items():
@@ -130,7 +130,7 @@ def option_rows(folder, chosen):
             learner.recogniser.learn_task(learner, task)
         val_rec, val_tag = recognition_scores(learner, tasks, "heldout")
         test_rec, test_tag = recognition_scores(learner, tasks, "test")
-        rows.append({"run": Path(folder).name, "class_order": run.split.class_order, "option": name,
+        rows.append({"run": label, "class_order": run.split.class_order, "option": name,
                      "val_task_rec": round(val_rec, 2), "val_tag": round(val_tag, 2),
                      "test_task_rec": round(test_rec, 2), "test_tag": round(test_tag, 2)})
         print(rows[-1], flush=True)
